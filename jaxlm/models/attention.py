@@ -1,0 +1,175 @@
+"""Attention masks, attention kernels and multi-head (grouped-query) attention with a KV cache.
+
+A mask is boolean [batch, 1, query, key]: True where the query may attend to the key.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxlm.models.config import ModelConfig
+from jaxlm.models.layers import DenseGeneral, constrain, kernel_init
+from jaxlm.models.positions import apply_rotary
+
+Array = jax.Array
+
+# Masked logits get a large finite value, not -inf, so a query with no visible key (padding)
+# yields a uniform average instead of NaN.
+_MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+def pairwise_mask(query_valid_BxQ: Array, key_valid_BxK: Array) -> Array:
+    """[B, 1, Q, K]: both the query and the key are real tokens."""
+    return query_valid_BxQ[:, None, :, None] & key_valid_BxK[:, None, None, :]
+
+
+def segment_mask(query_segments_BxQ: Array, key_segments_BxK: Array) -> Array:
+    """[B, 1, Q, K]: query and key belong to the same packed segment."""
+    return query_segments_BxQ[:, None, :, None] == key_segments_BxK[:, None, None, :]
+
+
+def causal_mask(query_positions_Q: Array, key_positions_K: Array) -> Array:
+    """[1, 1, Q, K]: the key is not after the query."""
+    return (key_positions_K[None, :] <= query_positions_Q[:, None])[None, None]
+
+
+def bidirectional_prefix_mask(causal_attention_BxL: Array) -> Array:
+    """[B, 1, L, L]: prefix-LM tokens (1 in decoder_causal_attention) see each other both ways."""
+    prefix = causal_attention_BxL.astype(bool)
+    return prefix[:, None, :, None] & prefix[:, None, None, :]
+
+
+def self_attention_mask(valid_BxL: Array, segment_ids_BxL: Array | None, causal: bool,
+                        causal_attention_BxL: Array | None = None) -> Array:
+    """The full self-attention mask: padding, packing, causality and the prefix-LM exception."""
+    mask = pairwise_mask(valid_BxL, valid_BxL)
+    if segment_ids_BxL is not None:
+        mask &= segment_mask(segment_ids_BxL, segment_ids_BxL)
+    if causal:
+        idx = jnp.arange(valid_BxL.shape[1])
+        allowed = causal_mask(idx, idx)
+        if causal_attention_BxL is not None:
+            allowed = allowed | bidirectional_prefix_mask(causal_attention_BxL)
+        mask &= allowed
+    return mask
+
+
+def cross_attention_mask(query_valid_BxQ: Array, key_valid_BxK: Array,
+                         query_segments_BxQ: Array | None,
+                         key_segments_BxK: Array | None) -> Array:
+    """Decoder-to-encoder mask: real tokens, and the same packed segment when packed."""
+    mask = pairwise_mask(query_valid_BxQ, key_valid_BxK)
+    if query_segments_BxQ is not None and key_segments_BxK is not None:
+        mask &= segment_mask(query_segments_BxQ, key_segments_BxK)
+    return mask
+
+
+def attention_kernel(q_BxQxNxD: Array, k_BxKxGxD: Array, v_BxKxGxD: Array, mask: Array | None,
+                     bias: Array | None, scale: float, impl: str, dropout_rate: float = 0.0,
+                     dropout_rng: Array | None = None) -> Array:
+    """softmax(q k^T * scale + bias, masked) v with grouped-query heads (N query heads, G kv heads).
+
+    `xla` is an explicit einsum; `dot_product` is jax.nn.dot_product_attention, which selects cuDNN's
+    fused kernel on GPUs. Attention dropout needs the explicit probabilities, so it uses `xla`.
+    """
+    batch, q_len, num_heads, head_dim = q_BxQxNxD.shape
+    kv_heads = k_BxKxGxD.shape[2]
+    if impl == "dot_product" and (dropout_rate == 0.0 or dropout_rng is None):
+        if mask is not None:
+            mask = jnp.broadcast_to(mask, (batch, 1, q_len, k_BxKxGxD.shape[1]))
+        out = jax.nn.dot_product_attention(
+            q_BxQxNxD, k_BxKxGxD, v_BxKxGxD,
+            bias=None if bias is None else bias.astype(q_BxQxNxD.dtype), mask=mask, scale=scale)
+        return out
+    groups = num_heads // kv_heads
+    q = q_BxQxNxD.reshape(batch, q_len, kv_heads, groups, head_dim)
+    logits = jnp.einsum("bqhgd,bkhd->bhgqk", q, k_BxKxGxD,
+                        preferred_element_type=jnp.float32) * scale
+    if bias is not None:  # [1 or B, N, Q, K]
+        logits = logits + bias.reshape(bias.shape[0], kv_heads, groups, *bias.shape[2:])
+    if mask is not None:  # [B, 1, Q, K]
+        logits = jnp.where(mask[:, :, None], logits, _MASK_VALUE)
+    probs = jax.nn.softmax(logits, axis=-1)
+    if dropout_rate > 0.0 and dropout_rng is not None:
+        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
+        probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
+    out = jnp.einsum("bhgqk,bkhd->bqhgd", probs.astype(v_BxKxGxD.dtype), v_BxKxGxD)
+    return out.reshape(batch, q_len, num_heads, head_dim)
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with grouped-query heads, optional rotary positions and a KV cache.
+
+    In decode mode self-attention writes this call's keys and values into the cache at
+    `decode_index` and attends over the whole cache (the caller's mask hides future slots);
+    cross-attention computes the encoder's keys and values once, when `inputs_kv` is given,
+    and reads them from the cache on later steps (`inputs_kv=None`).
+    """
+
+    cfg: ModelConfig
+    is_cross: bool = False
+
+    @nn.compact
+    def __call__(self, inputs_q: Array, inputs_kv: Array | None, mask: Array | None,
+                 bias: Array | None = None, query_positions: Array | None = None,
+                 key_positions: Array | None = None, *, deterministic: bool = True,
+                 decode: bool = False, decode_index: Array | None = None) -> Array:
+        cfg = self.cfg
+        n, g, d = cfg.num_heads, cfg.kv_heads, cfg.head_size
+        # T5 has no 1/sqrt(d) in the logits: it scales the query's init instead.
+        q_scale = 1.0 if cfg.attention_logit_scale else d ** -1.0
+        query = DenseGeneral((n, d), ("embed", "heads", "kv"), cfg, init_scale=q_scale,
+                             name="query")(inputs_q)
+        kv_proj = lambda name: DenseGeneral((g, d), ("embed", "kv_heads", "kv"), cfg, name=name)
+
+        if self.is_cross and decode:
+            key, value = self._cached_cross_kv(kv_proj, inputs_kv)
+        else:
+            source = inputs_q if inputs_kv is None else inputs_kv
+            key, value = kv_proj("key")(source), kv_proj("value")(source)
+            if cfg.position == "rotary" and not self.is_cross:
+                query = apply_rotary(query, query_positions, cfg.rotary_base)
+                key = apply_rotary(key, key_positions, cfg.rotary_base)
+            if decode:
+                key, value = self._update_cache(key, value, decode_index)
+
+        query = constrain(query, ("activation_batch", "activation_length", "activation_heads",
+                                  "activation_kv"))
+        dropout_rng = None
+        if not deterministic and cfg.attention_dropout_rate > 0.0:
+            dropout_rng = self.make_rng("dropout")
+        out = attention_kernel(query, key, value, mask, bias,
+                               scale=d ** -0.5 if cfg.attention_logit_scale else 1.0,
+                               impl=cfg.attention_impl, dropout_rate=cfg.attention_dropout_rate,
+                               dropout_rng=dropout_rng)
+        out = constrain(out, ("activation_batch", "activation_length", "activation_heads",
+                              "activation_kv"))
+        return DenseGeneral((cfg.d_model,), ("heads", "kv", "embed"), cfg, num_in=2,
+                            name="out")(out)
+
+    def _update_cache(self, key: Array, value: Array, index: Array) -> tuple[Array, Array]:
+        """Writes [B, L, G, D] keys/values at `index`; returns the whole cache."""
+        # At init the call carries the full cache length; that shape sizes the cache.
+        cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+        cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+        if self.is_initializing():
+            return key, value
+        start = (0, index, 0, 0)
+        cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, start)
+        cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, start)
+        return cached_key.value, cached_value.value
+
+    def _cached_cross_kv(self, kv_proj, inputs_kv: Array | None) -> tuple[Array, Array]:
+        if inputs_kv is not None:
+            key, value = kv_proj("key")(inputs_kv), kv_proj("value")(inputs_kv)
+            cached_key = self.variable("cache", "cross_key", jnp.zeros, key.shape, key.dtype)
+            cached_value = self.variable("cache", "cross_value", jnp.zeros, value.shape,
+                                         value.dtype)
+            cached_key.value, cached_value.value = key, value
+            return key, value
+        if not self.has_variable("cache", "cross_key"):
+            raise ValueError("Cross-attention decoding needs the encoder output on the first step "
+                             "(pass `encoded`) so its keys and values can be cached.")
+        return (self.get_variable("cache", "cross_key"), self.get_variable("cache", "cross_value"))
