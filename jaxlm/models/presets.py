@@ -51,7 +51,7 @@ def get_preset(name: str, family: str | None = None) -> ModelConfig:
         preset = REFERENCE[name]
         if family is not None and family != preset.family:
             raise ValueError(f"model.family={family!r} is invalid for model.preset={name!r}, "
-                             f"which is a {preset.family} model.")
+                             f"which is an {preset.family} model.")
         return preset
     if name not in _SIZES:
         raise ValueError(f"model.preset={name!r} is invalid: expected one of "
