@@ -1,5 +1,8 @@
 """Mesh construction and sharded execution on 8 fake CPU devices."""
 
+import pathlib
+import re
+
 import flax.linen as nn
 import jax
 import numpy as np
@@ -7,7 +10,7 @@ import pytest
 from jax.sharding import PartitionSpec
 
 from jaxlm import sharding
-from jaxlm.models import init_params
+from jaxlm.models import build_model, init_params
 
 from .models._util import FAMILIES, logits, make, random_batch, tiny
 
@@ -63,3 +66,26 @@ def test_dimension_not_divisible_by_its_mesh_axes_is_replicated():
     spec = sharding.logical_to_sharding(PartitionSpec("vocab", "embed"),
                                         (50257, 64), mesh).spec
     assert tuple(spec) == (None, "fsdp")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("scan", [False, True])
+def test_every_parameter_has_logical_axis_names(family, scan):
+    cfg = tiny(family, scan_layers=scan, position="learned", num_token_types=2, use_bias=True,
+               norm="layernorm", norm_bias=True, tie_embeddings=False, output_bias=True,
+               mlm_head_transform=True)
+    boxed = jax.eval_shape(lambda: init_params(build_model(cfg), jax.random.key(0)))
+    leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+    for leaf in leaves:
+        assert isinstance(leaf, nn.LogicallyPartitioned), leaf
+        assert len(leaf.names) == leaf.value.ndim, leaf
+        known = {name for name, _ in sharding.DEFAULT_RULES}
+        assert all(n is None or n in known for n in leaf.names), leaf.names
+
+
+def test_no_physical_mesh_axis_name_inside_the_layers():
+    models_dir = pathlib.Path(sharding.__file__).parent / "models"
+    for path in models_dir.glob("*.py"):
+        text = path.read_text()
+        for axis in sharding.MESH_AXES:
+            assert not re.search(rf"[\"']{axis}[\"']", text), f"{path.name} names mesh axis {axis}"
