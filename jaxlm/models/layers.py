@@ -92,7 +92,10 @@ class Embed(nn.Module):
             (self.num_embeddings, self.cfg.d_model), self.cfg.weight_dtype)
 
     def __call__(self, ids: Array) -> Array:
-        return jnp.take(self.embedding, ids, axis=0).astype(self.cfg.compute_dtype)
+        # FSDP: gather the table's embed axis before the lookup, so the output can be sharded
+        # over the batch without resharding the gathered rows.
+        table = constrain(self.embedding, (self.axes[0], None))
+        return jnp.take(table, ids, axis=0).astype(self.cfg.compute_dtype)
 
     def attend(self, x: Array) -> Array:
         dtype = self.cfg.compute_dtype

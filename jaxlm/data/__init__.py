@@ -1,0 +1,1 @@
+"""Data: tokenizers (byte / SentencePiece), the offline TFDS corpora, and the input pipeline."""
