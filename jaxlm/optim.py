@@ -1,0 +1,118 @@
+"""Optimizers: AdamW and Adafactor with learning-rate schedules, weight-decay masks and clipping."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+SCHEDULES = ("cosine", "linear", "rsqrt", "constant", "wsd")
+OPTIMIZERS = ("adamw", "adafactor")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer hyperparameters (the `optim` config section)."""
+
+    name: str = "adamw"  # adamw | adafactor
+    learning_rate: float = 3e-4  # peak learning rate
+    schedule: str = "cosine"  # cosine | linear | rsqrt (T5) | constant | wsd (warmup-stable-decay)
+    warmup_steps: int = 100
+    total_steps: int = 1000  # the schedule's horizon (train.steps)
+    final_lr_fraction: float = 0.1  # cosine / linear / wsd end at this fraction of the peak
+    decay_fraction: float = 0.2  # wsd: the last fraction of steps that decays
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.1  # decoupled; applied to kernels only (see decay_mask)
+    decay_embeddings: bool = False
+    grad_clip_norm: float = 1.0  # global-norm clipping; 0 disables
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            _fail("name", self.name, "one of " + ", ".join(OPTIMIZERS))
+        if self.schedule not in SCHEDULES:
+            _fail("schedule", self.schedule, "one of " + ", ".join(SCHEDULES))
+        if not self.learning_rate > 0:
+            _fail("learning_rate", self.learning_rate, "a positive number")
+        if self.warmup_steps < 0:
+            _fail("warmup_steps", self.warmup_steps, "a non-negative integer")
+        if self.total_steps <= 0:
+            _fail("total_steps", self.total_steps, "a positive integer")
+        if self.schedule not in ("rsqrt", "constant") and self.warmup_steps > self.total_steps:
+            _fail("warmup_steps", self.warmup_steps, f"at most the {self.total_steps} total steps")
+        for name in ("final_lr_fraction", "decay_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                _fail(name, getattr(self, name), "a fraction in [0, 1]")
+        for name in ("b1", "b2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                _fail(name, getattr(self, name), "a value in [0, 1)")
+        if self.weight_decay < 0 or self.grad_clip_norm < 0 or self.eps <= 0:
+            bad = ("weight_decay" if self.weight_decay < 0 else
+                   "grad_clip_norm" if self.grad_clip_norm < 0 else "eps")
+            _fail(bad, getattr(self, bad), "a non-negative number" if bad != "eps" else "> 0")
+
+
+def _fail(field: str, value: Any, valid: str) -> None:
+    raise ValueError(f"optim.{field}={value!r} is invalid: expected {valid}.")
+
+
+def learning_rate_schedule(cfg: OptimConfig) -> optax.Schedule:
+    """Linear warmup to the peak, then the configured decay."""
+    peak, warmup = cfg.learning_rate, cfg.warmup_steps
+    final = peak * cfg.final_lr_fraction
+    decay_steps = max(cfg.total_steps - warmup, 1)
+    if cfg.schedule == "rsqrt":
+        # T5: constant through warmup, then 1/sqrt(step) (continuous at the end of warmup).
+        return lambda step: peak * jax.lax.rsqrt(
+            jnp.maximum(step, max(warmup, 1)).astype(jnp.float32) / max(warmup, 1))
+    if cfg.schedule == "constant":
+        after = optax.constant_schedule(peak)
+    elif cfg.schedule == "cosine":
+        after = optax.cosine_decay_schedule(peak, decay_steps, alpha=cfg.final_lr_fraction)
+    elif cfg.schedule == "linear":
+        after = optax.linear_schedule(peak, final, decay_steps)
+    else:  # wsd: stable at the peak, then a linear decay over the last decay_fraction of steps
+        decay = max(int(round(cfg.total_steps * cfg.decay_fraction)), 1)
+        stable = max(decay_steps - decay, 0)
+        after = optax.join_schedules([optax.constant_schedule(peak),
+                                      optax.linear_schedule(peak, final, decay)], [stable])
+    if warmup == 0:
+        return after
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
+
+
+def decay_mask(params: Any, decay_embeddings: bool = False) -> Any:
+    """True for the weights that get weight decay: matrices, not norms, biases or (by default)
+    embedding tables. Works on jaxlm's parameter names and on any tree of arrays."""
+
+    def wants_decay(path: tuple[Any, ...], leaf: Any) -> bool:
+        names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+        if names[-1] in ("bias", "scale", "output_bias"):
+            return False
+        if names[-1] == "embedding" or "relpos_bias" in names:
+            return decay_embeddings
+        return leaf.ndim >= 2
+
+    return jax.tree_util.tree_map_with_path(wants_decay, params)
+
+
+def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
+    """Clipping, then AdamW with decoupled, masked weight decay (or T5's Adafactor)."""
+    schedule = learning_rate_schedule(cfg)
+    if cfg.name == "adamw":
+        core = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                           weight_decay=cfg.weight_decay,
+                           mask=lambda p: decay_mask(p, cfg.decay_embeddings))
+    else:
+        # T5's setting: factored second moments, no first moment, update clipping at 1.0.
+        core = optax.adafactor(schedule, decay_rate=0.8, clipping_threshold=1.0,
+                               momentum=None, multiply_by_parameter_scale=False,
+                               weight_decay_rate=cfg.weight_decay or None,
+                               weight_decay_mask=lambda p: decay_mask(p, cfg.decay_embeddings))
+    if cfg.grad_clip_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), core)
+    return core
