@@ -90,7 +90,8 @@ def decay_mask(params: Any, decay_embeddings: bool = False) -> Any:
     embedding tables. Works on jaxlm's parameter names and on any tree of arrays."""
 
     def wants_decay(path: tuple[Any, ...], leaf: Any) -> bool:
-        names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+        # Dict keys only: logical-axis boxes add an attribute step (`.value`) to the path.
+        names = [str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey)]
         if names[-1] in ("bias", "scale", "output_bias"):
             return False
         if names[-1] == "embedding" or "relpos_bias" in names:

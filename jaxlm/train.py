@@ -1,0 +1,119 @@
+"""Train state and the pure, sharded train and eval steps."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxlm import sharding
+from jaxlm.losses import weighted_loss
+from jaxlm.models import init_params
+from jaxlm.optim import OptimConfig, learning_rate_schedule, make_optimizer
+
+Array = jax.Array
+Batch = Mapping[str, Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a step reads and writes; the step's dropout key is fold_in(rng, step)."""
+
+    step: Array
+    params: Any
+    opt_state: Any
+    rng: Array
+
+
+def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation, seed: int,
+                       example_batch: Batch, mesh: Mesh,
+                       rules: sharding.Rules = sharding.DEFAULT_RULES) -> tuple[TrainState, Any]:
+    """A train state initialised straight into its shardings; returns (state, state_shardings).
+
+    The optimizer state is built from the logically boxed params, so its moments inherit the
+    params' logical axes and shard the same way.
+    """
+    init_key, dropout_key = jax.random.split(jax.random.key(seed))
+
+    def init() -> TrainState:
+        params = init_params(model, init_key, example_batch)
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                          opt_state=optimizer.init(params),
+                          rng=jax.random.key_data(dropout_key))
+
+    return sharding.init_sharded(init, mesh, rules)
+
+
+def _split_micro_batches(batch: Batch, num: int) -> Batch:
+    """[B, ...] -> [num, B / num, ...], taking every num-th example so that every data-parallel
+    shard contributes to every micro-batch."""
+    def split(x: Array) -> Array:
+        if x.shape[0] % num:
+            raise ValueError(f"train.micro_batches={num} must divide the batch size {x.shape[0]}.")
+        return jnp.swapaxes(x.reshape(x.shape[0] // num, num, *x.shape[1:]), 0, 1)
+    return {k: split(v) for k, v in batch.items()}
+
+
+def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
+               optimizer: optax.GradientTransformation, optim_cfg: OptimConfig,
+               micro_batches: int = 1, label_smoothing: float = 0.0,
+               z_loss: float = 0.0) -> tuple[TrainState, dict[str, Array]]:
+    """One optimizer update. Gradients of the summed token losses are added over micro-batches
+    and divided by the total loss weight, which is exactly the large batch's mean-loss gradient."""
+    family = model.cfg.family
+    step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+    def loss_sum(params: Any, micro: Batch, key: Array) -> tuple[Array, dict]:
+        logits = model.apply({"params": params}, micro, deterministic=False,
+                             rngs={"dropout": key})
+        _, sums = weighted_loss(family, logits, micro, label_smoothing, z_loss)
+        return sums["loss_sum"], sums
+
+    grad_fn = jax.grad(loss_sum, has_aux=True)
+    if micro_batches == 1:
+        grads, sums = grad_fn(state.params, batch, step_key)
+    else:
+        def accumulate(carry, micro_and_index):
+            micro, index = micro_and_index
+            grads, sums = grad_fn(state.params, micro, jax.random.fold_in(step_key, index))
+            return jax.tree.map(jnp.add, carry, (grads, sums)), None
+
+        zeros = jax.tree.map(jnp.zeros_like, (state.params, {
+            "loss_sum": jnp.zeros(()), "correct_sum": jnp.zeros(()), "weight_sum": jnp.zeros(())}))
+        (grads, sums), _ = jax.lax.scan(
+            accumulate, zeros, (_split_micro_batches(batch, micro_batches),
+                                jnp.arange(micro_batches)))
+    weight = jnp.maximum(sums["weight_sum"], 1.0)
+    grads = jax.tree.map(lambda g: g / weight, grads)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": sums["loss_sum"] / weight, "accuracy": sums["correct_sum"] / weight,
+               "tokens": sums["weight_sum"], "grad_norm": optax.global_norm(grads),
+               "learning_rate": learning_rate_schedule(optim_cfg)(state.step)}
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    return new_state, metrics
+
+
+def eval_step(params: Any, batch: Batch, *, model: nn.Module) -> dict[str, Array]:
+    """Summed loss, correct and weight over one batch (add over batches, then divide)."""
+    logits = model.apply({"params": params}, batch)
+    _, sums = weighted_loss(model.cfg.family, logits, batch)
+    return sums
+
+
+def jit_train_step(model: nn.Module, optim_cfg: OptimConfig, state_shardings: Any, mesh: Mesh,
+                   micro_batches: int = 1, label_smoothing: float = 0.0, z_loss: float = 0.0):
+    """train_step jitted with explicit in/out shardings and the state donated."""
+    step = functools.partial(train_step, model=model, optimizer=make_optimizer(optim_cfg),
+                             optim_cfg=optim_cfg, micro_batches=micro_batches,
+                             label_smoothing=label_smoothing, z_loss=z_loss)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(step, in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+                   out_shardings=(state_shardings, replicated), donate_argnums=0)
