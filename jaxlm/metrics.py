@@ -1,0 +1,129 @@
+"""Run metrics: metrics.jsonl, TensorBoard events, a console progress line, and MFU.
+
+Only process 0 writes. MFU is model FLOPs per second (jaxlm.flops) over the devices' peak: a
+table of published dense bf16 peaks for accelerators, and a float32 matmul timed once on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+# Dense bf16 peak FLOP/s per chip, from the vendors' spec sheets, matched on device_kind.
+PEAK_FLOPS = {
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,  # v5e
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v5": 459e12,
+    "TPU v6 lite": 918e12,  # v6e (Trillium)
+    "TPU v6e": 918e12,
+    "A100": 312e12,
+    "H100": 989e12,
+    "H200": 989e12,
+}
+
+_measured_cpu_peak: float | None = None
+
+
+def measure_matmul_peak(size: int = 1024, repeats: int = 5) -> float:
+    """FLOP/s of a float32 [size, size] matmul on the default device: the CPU's practical peak."""
+    x = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    matmul = jax.jit(lambda a: a @ a)
+    matmul(x).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(x).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best
+
+
+def peak_flops_per_device(device: jax.Device | None = None) -> float:
+    """The device's peak FLOP/s: the table for accelerators, a measured matmul on CPU (cached)."""
+    global _measured_cpu_peak
+    device = device or jax.devices()[0]
+    if device.platform == "cpu":
+        if _measured_cpu_peak is None:
+            _measured_cpu_peak = measure_matmul_peak()
+        return _measured_cpu_peak
+    for kind, peak in PEAK_FLOPS.items():
+        if kind.lower() in device.device_kind.lower():
+            return peak
+    raise ValueError(f"No peak FLOP/s is known for device kind {device.device_kind!r}; "
+                     "add it to jaxlm.metrics.PEAK_FLOPS.")
+
+
+def mfu(flops_per_step: float, seconds_per_step: float, num_devices: int,
+        peak_per_device: float) -> float:
+    """Model FLOPs utilisation: achieved model FLOP/s over the devices' combined peak."""
+    return flops_per_step / seconds_per_step / (num_devices * peak_per_device)
+
+
+class MetricsWriter:
+    """Appends one JSON object per logged step to metrics.jsonl and mirrors scalars to
+    TensorBoard; a no-op on every process but 0."""
+
+    def __init__(self, workdir: str, enabled: bool | None = None) -> None:
+        self.enabled = jax.process_index() == 0 if enabled is None else enabled
+        self._jsonl = None
+        self._tensorboard = None
+        if self.enabled:
+            os.makedirs(workdir, exist_ok=True)
+            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+            from jaxlm.data.tokenizer import import_tf  # TensorFlow with every accelerator hidden
+            self._tf = import_tf()
+            self._tensorboard = {split: self._tf.summary.create_file_writer(
+                os.path.join(workdir, split)) for split in ("train", "eval")}
+
+    def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
+        if not self.enabled:
+            return
+        record = {"step": int(step), "split": split}
+        record.update({k: _plain(v) for k, v in metrics.items()})
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+        writer = self._tensorboard[split]
+        with writer.as_default():
+            for key, value in record.items():
+                if key not in ("step", "split") and isinstance(value, (int, float)):
+                    self._tf.summary.scalar(key, value, step=int(step))
+        writer.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._jsonl.close()
+            for writer in self._tensorboard.values():
+                writer.close()
+
+
+def _plain(value: Any) -> Any:
+    """JSON-serialisable Python scalars from numpy / jax scalars."""
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def progress_line(step: int, total_steps: int, metrics: Mapping[str, Any],
+                  elapsed_seconds: float, start_step: int = 0) -> str:
+    """`step 120/1000 | loss 3.412 | acc 0.412 | 51.2k tok/s | MFU 47.1% | ETA 12m03s`."""
+    parts = [f"step {step}/{total_steps}"]
+    if "loss" in metrics:
+        parts.append(f"loss {float(metrics['loss']):.4f}")
+    if "accuracy" in metrics:
+        parts.append(f"acc {float(metrics['accuracy']):.3f}")
+    if "tokens_per_second" in metrics:
+        parts.append(f"{float(metrics['tokens_per_second']) / 1e3:.1f}k tok/s")
+    if "mfu" in metrics:
+        parts.append(f"MFU {100 * float(metrics['mfu']):.1f}%")
+    done = step - start_step
+    if done > 0 and elapsed_seconds > 0:
+        remaining = elapsed_seconds / done * (total_steps - step)
+        parts.append(f"ETA {int(remaining // 60)}m{int(remaining % 60):02d}s")
+    return " | ".join(parts)
