@@ -1,0 +1,145 @@
+"""Orbax checkpoints of the train state, the data position and the model config.
+
+Saves are asynchronous and keep the newest `keep`. Restoring takes abstract target arrays carrying
+shardings, so a checkpoint written on one mesh restores onto any other mesh or device count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import threading
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint could be restored."""
+
+
+class Checkpointer:
+    """`WORKDIR/checkpoints`: state (sharded arrays), data iterator state and model config."""
+
+    def __init__(self, workdir: str, keep: int = 3, async_save: bool = True) -> None:
+        if keep < 1:
+            raise ValueError(f"checkpoint.keep={keep} is invalid: expected at least 1.")
+        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                               enable_async_checkpointing=async_save)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, state: Any, data_state: dict | None, model_config: Any,
+             force: bool = False) -> bool:
+        """Starts an (async) save of step; returns whether a save was started."""
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(data_state or {}),
+            model=ocp.args.JsonSave(_config_dict(model_config)))
+        return self._manager.save(int(step), args=args, force=force)
+
+    def restore(self, abstract_state: Any, model_config: Any,
+                step: int | None = None) -> tuple[int, Any, dict]:
+        """Restores (step, state, data_state) onto the shardings of `abstract_state`.
+
+        Without `step`, tries the newest checkpoint and falls back to older ones when it is
+        unreadable (reported in the log). A checkpoint of a different model is refused.
+        """
+        steps = [step] if step is not None else sorted(self.all_steps(), reverse=True)
+        if not steps:
+            raise CheckpointError(f"No checkpoint in {self.directory}.")
+        errors = []
+        for candidate in steps:
+            try:
+                saved_model = self._manager.restore(
+                    candidate, args=ocp.args.Composite(model=ocp.args.JsonRestore()))["model"]
+            except Exception as error:  # an unreadable step: try the previous one
+                errors.append(f"step {candidate}: {error}")
+                log.warning("Checkpoint step %d is unreadable (%s); trying an older one.",
+                            candidate, error)
+                continue
+            _check_compatible(saved_model, _config_dict(model_config), candidate)
+            try:
+                restored = self._manager.restore(candidate, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state),
+                    data=ocp.args.JsonRestore()))
+            except Exception as error:
+                errors.append(f"step {candidate}: {error}")
+                log.warning("Checkpoint step %d could not be restored (%s); trying an older one.",
+                            candidate, error)
+                continue
+            return candidate, restored["state"], dict(restored["data"] or {})
+        raise CheckpointError(f"No checkpoint in {self.directory} could be restored:\n"
+                              + "\n".join(errors))
+
+    def wait(self) -> None:
+        """Blocks until every started save is committed."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+def abstract_like(tree: Any, shardings: Any) -> Any:
+    """ShapeDtypeStructs carrying the target shardings: the restore target for any mesh."""
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree,
+                        shardings)
+
+
+def _config_dict(model_config: Any) -> dict:
+    if dataclasses.is_dataclass(model_config):
+        return dataclasses.asdict(model_config)
+    return dict(model_config or {})
+
+
+# Fields that change compute or memory but neither the parameters' meaning nor their tree.
+_RESUMABLE_FIELDS = {"dtype", "remat_policy", "attention_impl", "dropout_rate",
+                     "attention_dropout_rate"}
+
+
+def _check_compatible(saved: dict, current: dict, step: int) -> None:
+    differences = [f"model.{k}: checkpoint {saved.get(k)!r}, config {current.get(k)!r}"
+                   for k in sorted(set(saved) | set(current))
+                   if k not in _RESUMABLE_FIELDS and saved.get(k) != current.get(k)]
+    if differences:
+        raise ValueError(f"The checkpoint at step {step} is of a different model; refusing to "
+                         "resume. Use a new --workdir, or restore the model config:\n  "
+                         + "\n  ".join(differences))
+
+
+class PreemptionWatcher:
+    """Turns SIGTERM (Cloud TPU preemption) and SIGINT into a flag the train loop polls, so the
+    loop saves the current step and exits cleanly instead of dying mid-step."""
+
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
+        self._event = threading.Event()
+        self.signal_name: str | None = None
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in signals:
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal_name = signal.Signals(signum).name
+        self._event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    def restore_handlers(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}

@@ -1,0 +1,81 @@
+"""Orbax checkpoints: keep N, data state, restore onto another mesh, corrupt fallback, refusal."""
+
+import os
+import shutil
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from jaxlm import sharding
+from jaxlm.checkpoint import Checkpointer, CheckpointError, PreemptionWatcher, abstract_like
+from jaxlm.models import build_model
+from jaxlm.optim import OptimConfig, make_optimizer
+from jaxlm.train import create_train_state
+
+from .models._util import random_batch, tiny
+
+CFG = tiny("decoder", scan_layers=True, num_kv_heads=2)
+
+
+def state_on(mesh):
+    model = build_model(CFG)
+    return create_train_state(model, make_optimizer(OptimConfig()), 0,
+                              random_batch(CFG, 8, 8), mesh)
+
+
+def test_save_keeps_n_and_restores_onto_other_meshes(tmp_path):
+    state, _ = state_on(sharding.make_mesh(2, 2, 2))
+    ckpt = Checkpointer(str(tmp_path), keep=2)
+    for step in (1, 2, 3):
+        ckpt.save(step, state.replace(step=state.step + step), {"batches": step * 10}, CFG)
+    ckpt.wait()
+    assert ckpt.all_steps() == [2, 3]
+    for mesh in (sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1]),
+                 sharding.make_mesh(4, 2, 1)):
+        target, shardings = state_on(mesh)
+        step, restored, data = ckpt.restore(abstract_like(target, shardings), CFG)
+        assert (step, data, int(restored.step)) == (3, {"batches": 30}, 3)
+        jax.tree.map(np.testing.assert_array_equal, restored.params, state.params)
+        leaf = jax.tree.leaves(restored.params)[0]
+        assert leaf.sharding.mesh.shape == mesh.shape
+    ckpt.close()
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(tmp_path):
+    state, shardings = state_on(sharding.make_mesh(-1, 1, 1))
+    ckpt = Checkpointer(str(tmp_path), keep=3, async_save=False)
+    ckpt.save(1, state, {"batches": 1}, CFG)
+    ckpt.save(2, state, {"batches": 2}, CFG)
+    ckpt.wait()
+    state_dir = os.path.join(ckpt.directory, "2", "state")
+    shutil.rmtree(state_dir)
+    os.makedirs(state_dir)
+    step, _, data = ckpt.restore(abstract_like(state, shardings), CFG)
+    assert (step, data) == (1, {"batches": 1})
+    ckpt.close()
+
+
+def test_incompatible_model_is_refused_and_empty_dir_reported(tmp_path):
+    state, shardings = state_on(sharding.make_mesh(-1, 1, 1))
+    ckpt = Checkpointer(str(tmp_path / "a"), async_save=False)
+    ckpt.save(1, state, {}, CFG)
+    ckpt.wait()
+    with pytest.raises(ValueError, match=r"model\.d_model: checkpoint 64, config 128"):
+        ckpt.restore(abstract_like(state, shardings), CFG.replace(d_model=128))
+    # A different remat policy is the same model.
+    ckpt.restore(abstract_like(state, shardings), CFG.replace(remat_policy="full"))
+    with pytest.raises(CheckpointError, match="No checkpoint"):
+        Checkpointer(str(tmp_path / "empty")).restore(abstract_like(state, shardings), CFG)
+    ckpt.close()
+
+
+def test_preemption_watcher_turns_sigterm_into_a_flag():
+    watcher = PreemptionWatcher()
+    try:
+        assert not watcher.requested
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert watcher.requested and watcher.signal_name == "SIGTERM"
+    finally:
+        watcher.restore_handlers()
