@@ -126,11 +126,11 @@ def _draw_non_special(
 ) -> np.ndarray:
     """n ids uniform over [0, vocab_size) minus `specials` (sorted, unique, in range)."""
     r = rng.integers(0, vocab_size - specials.size, size=n)
-    # Map the k-th non-special rank to its id: every special at or below the running value
-    # pushes it up by one; ascending order makes a single pass exact.
-    for s in specials:
-        r = r + (r >= s)
-    return r.astype(np.int32)
+    # Map the k-th non-special rank to its id: the id is r plus the number of specials at or
+    # below it. With shifted[i] = specials[i] - i, that count is the number of shifted values
+    # <= r (specials sorted and unique), one vectorised search instead of a loop over specials.
+    shifted = specials - np.arange(specials.size)
+    return (r + np.searchsorted(shifted, r, side="right")).astype(np.int32)
 
 
 def _select_whole_words(
