@@ -85,6 +85,11 @@ class DataConfig:
     packing: str = "auto"  # auto (per objective, packing.py) | concat | greedy | none
     seed: int = 0  # shuffle order and objective randomness
     window: int = 512  # documents per tokenize / pack window (also the resume granularity)
+    # Input shards: disjoint parts of the stream, each read by process_count / shards processes
+    # that keep their own rows of its batches. 1: every process reads the whole stream, so runs
+    # on any number of processes see identical batches; -1: one per process (disjoint reading,
+    # what a pod needs). Must divide the process count.
+    shards: int = 1
 
     @classmethod
     def coerce(cls, config: DataConfig | Mapping[str, Any] | Any) -> DataConfig:
@@ -110,6 +115,8 @@ class DataConfig:
         for field in ("shuffle_buffer", "seed"):
             if not isinstance(getattr(self, field), int):
                 raise bad(field, "expected an int")
+        if not isinstance(self.shards, int) or not (self.shards == -1 or self.shards >= 1):
+            raise bad("shards", "expected -1 (one per process) or a positive int")
         if not isinstance(self.window, int) or self.window < 1:
             raise bad("window", "expected an int >= 1")
         if self.packing not in ("auto", *packing_lib.PACKINGS):
