@@ -399,6 +399,22 @@ def prefix_lm_encoder_decoder(tokens: np.ndarray, *, seed: int, eos_id: int = EO
     }
 
 
+def mlm_encoder_decoder(
+    tokens: np.ndarray, *, seed: int, vocab_size: int, mask_id: int, eos_id: int = EOS_ID,
+    **mlm_options: Any,
+) -> Features:
+    """T5's "BERT-style" objective (Table 4) on an encoder-decoder: the encoder reads the text
+    corrupted by `mlm` (same selection and replacement options), the decoder reproduces the whole
+    original text + EOS."""
+    tokens = _as_tokens(tokens)
+    corrupted = mlm(tokens, seed=seed, vocab_size=vocab_size, mask_id=mask_id, **mlm_options)
+    eos = _i32([eos_id])
+    return {
+        "encoder_input_tokens": np.concatenate([corrupted["encoder_input_tokens"], eos]),
+        **_decoder_features(np.concatenate([tokens, eos])),
+    }
+
+
 # ----------------------------------------------------------------------------------------------
 # UL2 mixture of denoisers
 
@@ -521,6 +537,8 @@ _REGISTRY: dict[str, Callable[..., Features]] = {
     "prefix_lm": prefix_lm,
     # The encoder-decoder form of prefix LM, for encoder-decoder models.
     "prefix_lm_encoder_decoder": prefix_lm_encoder_decoder,
+    # The encoder-decoder form of MLM (T5's "BERT-style").
+    "mlm_encoder_decoder": mlm_encoder_decoder,
     "ul2": ul2,
 }
 
@@ -541,6 +559,7 @@ OUTPUT_KEYS: dict[str, tuple[str, ...]] = {
         "decoder_causal_attention",
     ),
     "prefix_lm_encoder_decoder": _ENC_DEC_KEYS,
+    "mlm_encoder_decoder": _ENC_DEC_KEYS,
     "ul2": _ENC_DEC_KEYS,
 }
 

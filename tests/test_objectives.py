@@ -443,6 +443,17 @@ def test_ul2_outputs_carry_mode_token_and_match_denoiser():
     assert seen == set(range(7))
 
 
+def test_mlm_encoder_decoder_is_mlm_inputs_and_the_whole_text_as_targets():
+    tokens = np.arange(10, 210, dtype=np.int32)
+    kw = {"vocab_size": 1000, "mask_id": MASK_ID, "special_ids": SPECIALS}
+    out = O.mlm_encoder_decoder(tokens, seed=3, **kw)
+    np.testing.assert_array_equal(out["encoder_input_tokens"],
+                                  np.r_[O.mlm(tokens, seed=3, **kw)["encoder_input_tokens"], EOS])
+    np.testing.assert_array_equal(out["decoder_target_tokens"], np.r_[tokens, EOS])
+    np.testing.assert_array_equal(out["decoder_input_tokens"], np.r_[0, tokens])
+    assert out["decoder_loss_weights"].sum() == tokens.size + 1
+
+
 # ----------------------------------------------------------------------------------------------
 # Registry, tf.data form, validation
 
@@ -452,6 +463,7 @@ _KWARGS = {
     "span_corruption": {"vocab_size": VOCAB, "noise_density": 0.15, "mean_noise_span_length": 3.0},
     "prefix_lm": {},
     "prefix_lm_encoder_decoder": {},
+    "mlm_encoder_decoder": {"vocab_size": 1000, "mask_id": MASK_ID, "special_ids": SPECIALS},
     "ul2": {"vocab_size": VOCAB, "mode_ids": MODE_IDS},
 }
 

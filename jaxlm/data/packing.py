@@ -13,6 +13,7 @@ Layout per objective (`resolve_layout`; L = seq_len):
   span_corruption  encoder_decoder  concat           span_corruption_lengths(L)[0]  L  targets
   prefix_lm        decoder          greedy           L                       -        L
   prefix_lm        encoder_decoder  greedy           L - 1  (prefix_lm_encoder_decoder)  L  L
+  mlm              encoder_decoder  concat           L - 1  (mlm_encoder_decoder)        L  L
   ul2              encoder_decoder  greedy           L - 2  (mode token + EOS)           L  >= L
 
 'concat' (T5's concat-and-split): documents + EOS are concatenated into one stream and cut into
@@ -54,16 +55,17 @@ DEFAULT_PACKING = {
     "clm": "concat",
     "span_corruption": "concat",
     "mlm": "concat",
+    "mlm_encoder_decoder": "concat",
     "prefix_lm": "greedy",
     "prefix_lm_encoder_decoder": "greedy",
     "ul2": "greedy",
 }
 # Objectives that end their own outputs with EOS: documents get no extra EOS in greedy / none.
-_ADDS_OWN_EOS = ("span_corruption", "prefix_lm_encoder_decoder", "ul2")
+_ADDS_OWN_EOS = ("span_corruption", "prefix_lm_encoder_decoder", "mlm_encoder_decoder", "ul2")
 _NEEDS = {
     "clm": ("decoder",),
     "prefix_lm": ("decoder", "encoder_decoder"),
-    "mlm": ("encoder",),
+    "mlm": ("encoder", "encoder_decoder"),
     "span_corruption": ("encoder_decoder",),
     "ul2": ("encoder_decoder",),
 }
@@ -118,7 +120,7 @@ class Layout:
 
 
 def _vocab_kwargs(name: str, vocab: Any) -> dict[str, Any]:
-    if name == "mlm":
+    if name in ("mlm", "mlm_encoder_decoder"):
         # Every id that is not ordinary text is special: never selected, never a random
         # replacement (sentinels, mode ids, the byte vocabulary's unused ids, ...).
         regular = vocab.regular_ids
@@ -151,9 +153,10 @@ def resolve_layout(
             f"objective {objective!r} needs the model family "
             f"{' or '.join(repr(f) for f in _NEEDS[objective])}, got family {family!r}"
         )
+    # Objectives with a second, encoder-decoder form run under that form's own name.
     name = (
-        "prefix_lm_encoder_decoder"
-        if (objective, family) == ("prefix_lm", "encoder_decoder")
+        f"{objective}_encoder_decoder"
+        if family == "encoder_decoder" and objective in ("prefix_lm", "mlm")
         else objective
     )
     if packing == "auto":
@@ -174,8 +177,8 @@ def resolve_layout(
         if enc_max > L:  # cannot happen with T5's arithmetic; guards a future change of it
             raise ValueError(f"span corruption of {raw} tokens gives {enc_max} > {L} inputs")
         streams = {"encoder": L, "decoder": max(targets, dec_max)}
-    elif name == "prefix_lm_encoder_decoder":
-        raw = L - 1
+    elif name in ("prefix_lm_encoder_decoder", "mlm_encoder_decoder"):
+        raw = L - 1  # + EOS
         streams = {"encoder": L, "decoder": L}
     elif name == "ul2":
         raw = L - 2

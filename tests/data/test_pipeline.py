@@ -130,6 +130,7 @@ CASES = {
     ("mlm", "encoder"): ({"encoder": SEQ}, False),
     ("span_corruption", "encoder_decoder"): ({"encoder": SEQ, "decoder": 14}, False),
     ("prefix_lm", "encoder_decoder"): ({"encoder": SEQ, "decoder": SEQ}, True),
+    ("mlm", "encoder_decoder"): ({"encoder": SEQ, "decoder": SEQ}, False),
     ("ul2", "encoder_decoder"): ({"encoder": SEQ, "decoder": SEQ}, True),
 }
 
@@ -138,11 +139,8 @@ CASES = {
 def test_batch_features(data_dir, objective, family):
     lengths, packed = CASES[(objective, family)]
     p = pipe(data_dir, objective, family)
-    name = (
-        "prefix_lm_encoder_decoder"
-        if (objective, family) == ("prefix_lm", "encoder_decoder")
-        else objective
-    )
+    name = f"{objective}_encoder_decoder" if (
+        family == "encoder_decoder" and objective in ("prefix_lm", "mlm")) else objective
     expected = set(O.OUTPUT_KEYS[name])
     if packed:
         expected |= {f"{s}_{f}" for s in lengths for f in ("segment_ids", "positions")}
