@@ -14,8 +14,9 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxlm import sharding
-from jaxlm.losses import weighted_loss
+from jaxlm.losses import fused_weighted_loss, weighted_loss
 from jaxlm.models import init_params
+from jaxlm.models.transformer import head_projection
 from jaxlm.optim import OptimConfig, learning_rate_schedule, make_optimizer
 
 Array = jax.Array
@@ -61,19 +62,35 @@ def _split_micro_batches(batch: Batch, num: int) -> Batch:
     return {k: split(v) for k, v in batch.items()}
 
 
+def loss_sums(model: nn.Module, params: Any, batch: Batch, *, deterministic: bool = True,
+              rngs: dict | None = None, label_smoothing: float = 0.0, z_loss: float = 0.0,
+              fused_loss: bool = True) -> dict[str, Array]:
+    """Summed loss, correct and weight of one batch. `fused_loss` projects to the vocabulary
+    inside the chunked loss (losses.fused_weighted_loss), so the float32 [batch, length, vocab]
+    logits never exist; otherwise the model returns the logits and the loss reads them."""
+    if not fused_loss:
+        logits = model.apply({"params": params}, batch, deterministic=deterministic, rngs=rngs)
+        return weighted_loss(model.cfg.family, logits, batch, label_smoothing, z_loss)[1]
+    hidden = model.apply({"params": params}, batch, deterministic=deterministic, rngs=rngs,
+                         return_hidden=True)
+    features, matrix, bias = model.apply({"params": params}, hidden, method=head_projection)
+    _, sums = fused_weighted_loss(model.cfg.family, features, matrix, bias, batch,
+                                  vocab_axis=0 if model.cfg.tie_embeddings else 1,
+                                  label_smoothing=label_smoothing, z_loss=z_loss)
+    return sums
+
+
 def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
                optimizer: optax.GradientTransformation, optim_cfg: OptimConfig,
                micro_batches: int = 1, label_smoothing: float = 0.0,
-               z_loss: float = 0.0) -> tuple[TrainState, dict[str, Array]]:
+               z_loss: float = 0.0, fused_loss: bool = True) -> tuple[TrainState, dict[str, Array]]:
     """One optimizer update. Gradients of the summed token losses are added over micro-batches
     and divided by the total loss weight, which is exactly the large batch's mean-loss gradient."""
-    family = model.cfg.family
     step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
     def loss_sum(params: Any, micro: Batch, key: Array) -> tuple[Array, dict]:
-        logits = model.apply({"params": params}, micro, deterministic=False,
-                             rngs={"dropout": key})
-        _, sums = weighted_loss(family, logits, micro, label_smoothing, z_loss)
+        sums = loss_sums(model, params, micro, deterministic=False, rngs={"dropout": key},
+                         label_smoothing=label_smoothing, z_loss=z_loss, fused_loss=fused_loss)
         return sums["loss_sum"], sums
 
     grad_fn = jax.grad(loss_sum, has_aux=True)
@@ -101,19 +118,20 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
     return new_state, metrics
 
 
-def eval_step(params: Any, batch: Batch, *, model: nn.Module) -> dict[str, Array]:
+def eval_step(params: Any, batch: Batch, *, model: nn.Module,
+              fused_loss: bool = True) -> dict[str, Array]:
     """Summed loss, correct and weight over one batch (add over batches, then divide)."""
-    logits = model.apply({"params": params}, batch)
-    _, sums = weighted_loss(model.cfg.family, logits, batch)
-    return sums
+    return loss_sums(model, params, batch, fused_loss=fused_loss)
 
 
 def jit_train_step(model: nn.Module, optim_cfg: OptimConfig, state_shardings: Any, mesh: Mesh,
-                   micro_batches: int = 1, label_smoothing: float = 0.0, z_loss: float = 0.0):
+                   micro_batches: int = 1, label_smoothing: float = 0.0, z_loss: float = 0.0,
+                   fused_loss: bool = True):
     """train_step jitted with explicit in/out shardings and the state donated."""
     step = functools.partial(train_step, model=model, optimizer=make_optimizer(optim_cfg),
                              optim_cfg=optim_cfg, micro_batches=micro_batches,
-                             label_smoothing=label_smoothing, z_loss=z_loss)
+                             label_smoothing=label_smoothing, z_loss=z_loss,
+                             fused_loss=fused_loss)
     replicated = NamedSharding(mesh, PartitionSpec())
     return jax.jit(step, in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
                    out_shardings=(state_shardings, replicated), donate_argnums=0)

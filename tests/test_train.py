@@ -81,3 +81,52 @@ def test_training_reduces_the_loss_and_eval_agrees():
     sums = eval_step(state.params, batches[-1], model=build_model(cfg))
     assert float(sums["weight_sum"]) == 8 * 12
     assert np.isfinite(float(sums["loss_sum"]))
+
+
+@pytest.mark.parametrize("family,changes", [
+    ("decoder", {}),
+    ("encoder", dict(tie_embeddings=False, output_bias=True, mlm_head_transform=True)),
+])
+def test_the_chunked_loss_trains_exactly_like_the_logits_loss(family, changes):
+    cfg = tiny(family, scan_layers=True, **changes)
+    batches = synthetic_batches(cfg, 3)
+    mesh = sharding.make_mesh(2, 1, 1, devices=jax.devices()[:2])
+    states = []
+    for fused in (True, False):
+        model = build_model(cfg)
+        state, shardings = create_train_state(model, make_optimizer(OPTIM), 0, batches[0], mesh)
+        step = jit_train_step(model, OPTIM, shardings, mesh, z_loss=1e-3, label_smoothing=0.1,
+                              fused_loss=fused)
+        with sharding.activate(mesh):
+            for batch in batches:
+                state, metrics = step(state, batch)
+        states.append((state, metrics))
+    (fused_state, fused_metrics), (plain_state, plain_metrics) = states
+    for key in ("loss", "accuracy", "grad_norm"):
+        np.testing.assert_allclose(fused_metrics[key], plain_metrics[key], rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 fused_state.params, plain_state.params)
+    model = build_model(cfg)
+    fused_eval = eval_step(fused_state.params, batches[0], model=model)
+    plain_eval = eval_step(fused_state.params, batches[0], model=model, fused_loss=False)
+    for key in fused_eval:
+        np.testing.assert_allclose(fused_eval[key], plain_eval[key], rtol=1e-5)
+
+
+def test_the_step_loop_makes_no_host_transfers():
+    cfg = tiny("decoder", scan_layers=True)
+    mesh = sharding.make_mesh(-1, 1, 1)
+    batches = [jax.device_put(b, sharding.batch_sharding(mesh))
+               for b in synthetic_batches(cfg, 3)]
+    model = build_model(cfg)
+    state, shardings = create_train_state(model, make_optimizer(OPTIM), 0, batches[0], mesh)
+    step = jit_train_step(model, OPTIM, shardings, mesh)
+    with sharding.activate(mesh):
+        state, _ = step(state, batches[0])  # compiles
+        with jax.transfer_guard("disallow"):
+            for batch in batches[1:]:
+                state, metrics = step(state, batch)
+            host_batch = {k: np.asarray(v) for k, v in batches[0].items()}
+            with pytest.raises(Exception, match="[Dd]isallowed"):  # the guard does watch
+                step(state, host_batch)
+    assert np.isfinite(float(metrics["loss"]))

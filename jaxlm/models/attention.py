@@ -66,36 +66,69 @@ def cross_attention_mask(query_valid_BxQ: Array, key_valid_BxK: Array,
     return mask
 
 
+def cudnn_eligible(q_BxQxNxD: Array, bias: Array | None) -> bool:
+    """Whether cuDNN's fused attention applies: a GPU, 16-bit inputs, a head size it supports,
+    and no learned bias (T5's relative bias wants its gradient, which the fused kernel's
+    broadcast bias does not give for every shape)."""
+    return (jax.default_backend() == "gpu" and bias is None
+            and q_BxQxNxD.dtype in (jnp.bfloat16, jnp.float16)
+            and q_BxQxNxD.shape[-1] % 8 == 0 and q_BxQxNxD.shape[-1] <= 128)
+
+
+def resolve_impl(impl: str, q_BxQxNxD: Array, bias: Array | None, dropout: bool) -> str:
+    """`auto` -> `dot_product` where cuDNN's kernel applies (and no attention dropout), else
+    `xla`: on CPU and TPU the einsum is what jax.nn.dot_product_attention would run anyway."""
+    if impl != "auto":
+        return impl
+    return "dot_product" if cudnn_eligible(q_BxQxNxD, bias) and not dropout else "xla"
+
+
 def attention_kernel(q_BxQxNxD: Array, k_BxKxGxD: Array, v_BxKxGxD: Array, mask: Array | None,
                      bias: Array | None, scale: float, impl: str, dropout_rate: float = 0.0,
-                     dropout_rng: Array | None = None) -> Array:
+                     dropout_rng: Array | None = None, causal: bool = False) -> Array:
     """softmax(q k^T * scale + bias, masked) v with grouped-query heads (N query heads, G kv heads).
 
-    `xla` is an explicit einsum; `dot_product` is jax.nn.dot_product_attention, which selects cuDNN's
-    fused kernel on GPUs. Attention dropout needs the explicit probabilities, so it uses `xla`.
+    `xla` is an explicit einsum; `dot_product` is jax.nn.dot_product_attention, with cuDNN's fused
+    kernel on GPUs in 16-bit; `auto` picks between them (resolve_impl). `causal` says that `mask`
+    already contains the causal mask, which lets cuDNN skip the blocks above the diagonal. Attention
+    dropout needs the explicit probabilities, so it uses `xla`.
     """
     batch, q_len, num_heads, head_dim = q_BxQxNxD.shape
     kv_heads = k_BxKxGxD.shape[2]
-    if impl == "dot_product" and (dropout_rate == 0.0 or dropout_rng is None):
+    dropout = dropout_rate > 0.0 and dropout_rng is not None
+    impl = resolve_impl(impl, q_BxQxNxD, bias, dropout)
+    if impl == "dot_product" and not dropout:
         if mask is not None:
             mask = jnp.broadcast_to(mask, (batch, 1, q_len, k_BxKxGxD.shape[1]))
-        out = jax.nn.dot_product_attention(
-            q_BxQxNxD, k_BxKxGxD, v_BxKxGxD,
-            bias=None if bias is None else bias.astype(q_BxQxNxD.dtype), mask=mask, scale=scale)
-        return out
+        cudnn = cudnn_eligible(q_BxQxNxD, bias)
+        bias = None if bias is None else bias.astype(q_BxQxNxD.dtype)
+        fused = lambda m, is_causal: jax.nn.dot_product_attention(
+            q_BxQxNxD, k_BxKxGxD, v_BxKxGxD, bias=bias, mask=m, scale=scale,
+            is_causal=is_causal, implementation="cudnn" if cudnn else None)
+        if not (cudnn and causal and mask is not None and q_len == k_BxKxGxD.shape[1]):
+            return fused(mask, False)
+        # A batch without padding or packing needs only cuDNN's built-in causal mask, which skips
+        # the blocks above the diagonal and reads no [B, 1, L, L] bias; any other batch takes the
+        # exact masked kernel. The test runs on the device (no host sync).
+        plain = jnp.all(mask == causal_mask(jnp.arange(q_len), jnp.arange(q_len)))
+        return jax.lax.cond(plain, lambda: fused(None, True), lambda: fused(mask, True))
     groups = num_heads // kv_heads
-    q = q_BxQxNxD.reshape(batch, q_len, kv_heads, groups, head_dim)
-    logits = jnp.einsum("bqhgd,bkhd->bhgqk", q, k_BxKxGxD,
+    # Plain multi-head attention keeps 4-D einsums: a size-1 group axis makes XLA:CPU copy the
+    # [B, N, Q, K] probabilities into new layouts several times per layer.
+    q = q_BxQxNxD if groups == 1 else q_BxQxNxD.reshape(batch, q_len, kv_heads, groups, head_dim)
+    g = "" if groups == 1 else "g"
+    logits = jnp.einsum(f"bqh{g}d,bkhd->bh{g}qk", q, k_BxKxGxD,
                         preferred_element_type=jnp.float32) * scale
     if bias is not None:  # [1 or B, N, Q, K]
-        logits = logits + bias.reshape(bias.shape[0], kv_heads, groups, *bias.shape[2:])
+        logits = logits + (bias if groups == 1 else bias.reshape(
+            bias.shape[0], kv_heads, groups, *bias.shape[2:]))
     if mask is not None:  # [B, 1, Q, K]
-        logits = jnp.where(mask[:, :, None], logits, _MASK_VALUE)
+        logits = jnp.where(mask if groups == 1 else mask[:, :, None], logits, _MASK_VALUE)
     probs = jax.nn.softmax(logits, axis=-1)
-    if dropout_rate > 0.0 and dropout_rng is not None:
+    if dropout:
         keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
         probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
-    out = jnp.einsum("bhgqk,bkhd->bqhgd", probs.astype(v_BxKxGxD.dtype), v_BxKxGxD)
+    out = jnp.einsum(f"bh{g}qk,bkhd->bqh{g}d", probs.astype(v_BxKxGxD.dtype), v_BxKxGxD)
     return out.reshape(batch, q_len, num_heads, head_dim)
 
 
@@ -110,6 +143,7 @@ class MultiHeadAttention(nn.Module):
 
     cfg: ModelConfig
     is_cross: bool = False
+    causal: bool = False  # the mask is causal (a hint for fused kernels; the mask stays exact)
 
     @nn.compact
     def __call__(self, inputs_q: Array, inputs_kv: Array | None, mask: Array | None,
@@ -143,7 +177,7 @@ class MultiHeadAttention(nn.Module):
         out = attention_kernel(query, key, value, mask, bias,
                                scale=d ** -0.5 if cfg.attention_logit_scale else 1.0,
                                impl=cfg.attention_impl, dropout_rate=cfg.attention_dropout_rate,
-                               dropout_rng=dropout_rng)
+                               dropout_rng=dropout_rng, causal=self.causal and not decode)
         out = constrain(out, ("activation_batch", "activation_length", "activation_heads",
                               "activation_kv"))
         return DenseGeneral((cfg.d_model,), ("heads", "kv", "embed"), cfg, num_in=2,

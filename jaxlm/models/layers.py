@@ -39,6 +39,35 @@ def constrain(x: Array, axes: Axes) -> Array:
     return nn.with_logical_constraint(x, axes)
 
 
+def dense_kernel(module: nn.Module, in_shape: tuple[int, ...], features: tuple[int, ...],
+                 axes: Axes, cfg: ModelConfig, init_scale: float = 1.0) -> Array:
+    """`module`'s param "kernel" [*in_shape, *features], initialised as a 2-D matrix so that the
+    fan-in counts all contracted axes."""
+    init = kernel_init(cfg, init_scale)
+
+    def init_kernel(key: Array, shape: tuple[int, ...], dtype: Any) -> Array:
+        flat = init(key, (int(np.prod(in_shape)), int(np.prod(features))), dtype)
+        return flat.reshape(shape)
+
+    return module.param("kernel", nn.with_logical_partitioning(init_kernel, axes),
+                        tuple(in_shape) + tuple(features), cfg.weight_dtype)
+
+
+class Kernel(nn.Module):
+    """Just a DenseGeneral's kernel (same name, init and axes), for callers that apply it
+    themselves (the chunked loss applies the output projection)."""
+
+    in_shape: Sequence[int]
+    features: Sequence[int]
+    kernel_axes: Axes
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self) -> Array:
+        return dense_kernel(self, tuple(self.in_shape), tuple(self.features), self.kernel_axes,
+                            self.cfg)
+
+
 class DenseGeneral(nn.Module):
     """A dense layer contracting the trailing `num_in` axes of x into `features`."""
 
@@ -52,17 +81,8 @@ class DenseGeneral(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         features = tuple(self.features)
-        in_shape = x.shape[-self.num_in:]
-        init = kernel_init(self.cfg, self.init_scale)
-
-        def init_kernel(key: Array, shape: tuple[int, ...], dtype: Any) -> Array:
-            # Fan-in over all contracted axes: initialise as a 2-D matrix, then reshape.
-            flat = init(key, (int(np.prod(in_shape)), int(np.prod(features))), dtype)
-            return flat.reshape(shape)
-
-        kernel = self.param(
-            "kernel", nn.with_logical_partitioning(init_kernel, self.kernel_axes),
-            in_shape + features, self.cfg.weight_dtype)
+        kernel = dense_kernel(self, x.shape[-self.num_in:], features, self.kernel_axes, self.cfg,
+                              self.init_scale)
         dtype = self.cfg.compute_dtype
         x, kernel = x.astype(dtype), kernel.astype(dtype)
         contract = (tuple(range(x.ndim - self.num_in, x.ndim)), tuple(range(self.num_in)))

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from jaxlm.models import attention as attn
 from jaxlm.models.config import ModelConfig
-from jaxlm.models.layers import ACTIVATION_FNS, DenseGeneral, Embed, Mlp, Norm, constrain
+from jaxlm.models.layers import ACTIVATION_FNS, DenseGeneral, Embed, Kernel, Mlp, Norm, constrain
 from jaxlm.models.positions import RelativePositionBias, sinusoidal
 
 Array = jax.Array
@@ -36,6 +36,7 @@ class Block(nn.Module):
     has_cross: bool
     deterministic: bool
     decode: bool
+    causal: bool = False  # self-attention's mask is plain causal (+ padding / packing)
 
     @nn.compact
     def __call__(self, x: Array, mask: Array, bias: Array | None, positions: Array,
@@ -51,7 +52,8 @@ class Block(nn.Module):
 
         kw = dict(deterministic=self.deterministic, decode=self.decode, decode_index=decode_index)
         x = residual("self_attention", lambda h: attn.MultiHeadAttention(
-            cfg, name="self_attention")(h, None, mask, bias, positions, positions, **kw), x)
+            cfg, causal=self.causal, name="self_attention")(h, None, mask, bias, positions,
+                                                             positions, **kw), x)
         if self.has_cross:
             x = residual("cross_attention", lambda h: attn.MultiHeadAttention(
                 cfg, is_cross=True, name="cross_attention")(h, encoded, cross_mask, **kw), x)
@@ -112,7 +114,7 @@ class Stack(nn.Module):
                              prevent_cse=not cfg.scan_layers)
         args = (mask, bias, positions, encoded, cross_mask, decode_index)
         block_kw = dict(cfg=cfg, has_cross=self.has_cross, deterministic=deterministic,
-                        decode=decode)
+                        decode=decode, causal=self.causal and causal_attention is None)
         if cfg.scan_layers:
             scanned = nn.scan(block, variable_axes={"params": 0, "cache": 0},
                               split_rngs={"params": True, "dropout": True},
@@ -159,7 +161,10 @@ class OutputHead(nn.Module):
     token_embed: Embed
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, return_projection: bool = False) -> Any:
+        """Logits; or with `return_projection` (features, matrix, bias) such that the logits are
+        features @ matrix.T (tied: matrix is the [vocab, d_model] embedding) or features @ matrix
+        (untied: the [d_model, vocab] lm_head kernel), + bias when not None."""
         cfg = self.cfg
         if cfg.mlm_head_transform:
             x = DenseGeneral((cfg.d_model,), ("embed", "mlp"), cfg, use_bias=True,
@@ -168,14 +173,22 @@ class OutputHead(nn.Module):
         if cfg.tie_embeddings:
             if cfg.scale_tied_logits:
                 x = x * cfg.d_model ** -0.5
-            logits = self.token_embed.attend(x)
+            matrix = self.token_embed.embedding
         else:
-            logits = DenseGeneral((cfg.vocab_size,), ("embed", "vocab"), cfg, use_bias=False,
-                                  name="lm_head")(x)
+            matrix = Kernel((cfg.d_model,), (cfg.vocab_size,), ("embed", "vocab"), cfg,
+                            name="lm_head")()
+        bias = None
         if cfg.output_bias:
-            logits = logits + self.param(
+            bias = self.param(
                 "output_bias", nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
                 (cfg.vocab_size,), cfg.weight_dtype)
+        x = x.astype(cfg.compute_dtype)
+        if return_projection:
+            return x, matrix, bias
+        spec = "...d,vd->...v" if cfg.tie_embeddings else "...d,dv->...v"
+        logits = jnp.einsum(spec, x, matrix.astype(cfg.compute_dtype))
+        if bias is not None:
+            logits = logits + bias
         logits = logits.astype(jnp.float32)
         return constrain(logits, ("activation_batch", "activation_length", "activation_vocab"))
 
@@ -228,15 +241,17 @@ class DecoderOnly(_Family):
         self.decoder = Stack(self.cfg, self.cfg.num_layers, causal=True, has_cross=False,
                              token_embed=self.token_embed, name="decoder")
 
-    def __call__(self, batch: Batch, *, deterministic: bool = True,
-                 decode: bool = False) -> Array:
+    def __call__(self, batch: Batch, *, deterministic: bool = True, decode: bool = False,
+                 return_hidden: bool = False) -> Array:
+        """Logits, or with `return_hidden` the final hidden states [batch, length, d_model]
+        (after the final norm, before the output head; e.g. for a classification head)."""
         check_batch(self.cfg, batch)
         x = self.decoder(batch["decoder_input_tokens"], valid=decoder_valid(batch),
                          segment_ids=batch.get("decoder_segment_ids"),
                          positions=batch.get("decoder_positions"),
                          causal_attention=batch.get("decoder_causal_attention"),
                          deterministic=deterministic, decode=decode)
-        return self.head(x)
+        return x if return_hidden else self.head(x)
 
 
 class EncoderOnly(_Family):
@@ -247,8 +262,9 @@ class EncoderOnly(_Family):
         self.encoder = Stack(self.cfg, self.cfg.num_layers, causal=False, has_cross=False,
                              token_embed=self.token_embed, name="encoder")
 
-    def __call__(self, batch: Batch, *, deterministic: bool = True,
-                 decode: bool = False) -> Array:
+    def __call__(self, batch: Batch, *, deterministic: bool = True, decode: bool = False,
+                 return_hidden: bool = False) -> Array:
+        """Logits, or with `return_hidden` the final hidden states (see DecoderOnly)."""
         if decode:
             raise ValueError("An encoder-only model has no autoregressive decode mode.")
         check_batch(self.cfg, batch)
@@ -257,7 +273,7 @@ class EncoderOnly(_Family):
                          positions=batch.get("encoder_positions"),
                          token_types=batch.get("encoder_token_types"),
                          deterministic=deterministic)
-        return self.head(x)
+        return x if return_hidden else self.head(x)
 
 
 class EncoderDecoder(_Family):
@@ -282,7 +298,7 @@ class EncoderDecoder(_Family):
                             deterministic=deterministic)
 
     def decode(self, batch: Batch, encoded: Array | None, *, deterministic: bool = True,
-               decode: bool = False) -> Array:
+               decode: bool = False, return_hidden: bool = False) -> Array:
         """Decoder logits given encoder states. In decode mode pass `encoded` on the first step
         only: cross-attention caches its keys and values. The batch still carries
         encoder_input_tokens (or encoder_segment_ids) for the cross-attention padding mask."""
@@ -295,13 +311,21 @@ class EncoderDecoder(_Family):
         x = self.decoder(batch["decoder_input_tokens"], valid=dec_valid, segment_ids=dec_segments,
                          positions=batch.get("decoder_positions"), encoded=encoded,
                          cross_mask=cross_mask, deterministic=deterministic, decode=decode)
-        return self.head(x)
+        return x if return_hidden else self.head(x)
 
-    def __call__(self, batch: Batch, *, deterministic: bool = True,
-                 decode: bool = False) -> Array:
+    def __call__(self, batch: Batch, *, deterministic: bool = True, decode: bool = False,
+                 return_hidden: bool = False) -> Array:
+        """Decoder logits, or with `return_hidden` the decoder's final hidden states."""
         check_batch(self.cfg, batch)
         encoded = self.encode(batch, deterministic=deterministic)
-        return self.decode(batch, encoded, deterministic=deterministic, decode=decode)
+        return self.decode(batch, encoded, deterministic=deterministic, decode=decode,
+                           return_hidden=return_hidden)
+
+
+def head_projection(model: nn.Module, hidden: Array) -> tuple[Array, Array, Array | None]:
+    """For `model.apply(..., hidden, method=head_projection)`: the output head's (features,
+    matrix, bias), which the chunked loss projects a chunk at a time (see OutputHead)."""
+    return model.head(hidden, return_projection=True)
 
 
 FAMILY_MODULES = {"decoder": DecoderOnly, "encoder": EncoderOnly,

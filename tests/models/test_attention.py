@@ -103,3 +103,23 @@ def test_rotary_dot_products_depend_only_on_relative_offset():
 
     assert score(5, 2) == pytest.approx(score(105, 102), rel=1e-4)
     assert score(5, 2) != pytest.approx(score(5, 4), rel=1e-3)
+
+
+def test_auto_attention_is_the_einsum_off_gpu_and_cudnn_needs_16_bit():
+    q = jnp.ones((1, 4, 2, 8), jnp.bfloat16)
+    assert attn.resolve_impl("auto", q, None, dropout=False) == (
+        "dot_product" if jax.default_backend() == "gpu" else "xla")
+    assert attn.resolve_impl("auto", q.astype(jnp.float32), None, dropout=False) == "xla"
+    assert attn.resolve_impl("auto", q, jnp.zeros((1, 2, 4, 4)), dropout=False) == "xla"
+    assert attn.resolve_impl("xla", q, None, dropout=False) == "xla"
+
+
+def test_the_causal_hint_never_changes_the_result():
+    keys = jax.random.split(jax.random.key(5), 3)
+    q, k, v = (jax.random.normal(key, (2, 6, 2, 8)) for key in keys)
+    valid = jnp.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], bool)
+    mask = attn.self_attention_mask(valid, None, causal=True)
+    for impl in ("xla", "dot_product", "auto"):
+        hinted = attn.attention_kernel(q, k, v, mask, None, 8 ** -0.5, impl, causal=True)
+        plain = attn.attention_kernel(q, k, v, mask, None, 8 ** -0.5, "xla")
+        np.testing.assert_allclose(hinted, plain, atol=1e-5)

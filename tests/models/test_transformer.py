@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from jaxlm.models import init_decode_cache, stack_layers, unstack_layers
+from jaxlm.models.transformer import head_projection
 
 from ._util import FAMILIES, logits, make, random_batch, tiny
 
@@ -188,3 +189,16 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
     out = model.apply({"params": params}, batch)
     assert out.dtype == jnp.float32 and np.isfinite(np.asarray(out)).all()
+
+
+@pytest.mark.parametrize("changes", [
+    {}, dict(tie_embeddings=False, output_bias=True), dict(scale_tied_logits=True)])
+def test_head_projection_reproduces_the_logits(changes):
+    cfg = tiny("decoder", **changes)
+    batch = random_batch(cfg, 2, 8)
+    model, params = make(cfg, batch)
+    hidden = model.apply({"params": params}, batch, return_hidden=True)
+    features, matrix, bias = model.apply({"params": params}, hidden, method=head_projection)
+    spec = "bld,vd->blv" if cfg.tie_embeddings else "bld,dv->blv"
+    projected = jnp.einsum(spec, features, matrix) + (0.0 if bias is None else bias)
+    np.testing.assert_allclose(projected, logits(model, params, batch), rtol=1e-5, atol=1e-6)

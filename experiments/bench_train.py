@@ -1,0 +1,319 @@
+"""The training-step benchmark behind `benchmark.py train` and `benchmark.py compile`.
+
+Each contender is a `Contender`: a compiled step over its own state, timed in alternating rounds
+in one process so that the machine's noise falls on every side alike. Contenders:
+
+- `jaxlm`: the project's full train step (jaxlm.train.jit_train_step: loss, metrics, AdamW).
+- `jaxlm-plain`: the same model with a plain optax step that materialises the float32 logits and
+  takes optax's cross-entropy (the model's own forward + backward, no loss tricks); with
+  `--from-hf` its params come from a random HF GPT-2 checkpoint read by jaxlm.hf.from_hf.
+- `hf`: transformers' Flax GPT-2 / BERT / T5 at the identical shape, with the same optimizer.
+
+Memory is XLA's own account of each compiled step (arguments + outputs - donated aliases + temps),
+which isolates each contender inside one process; the process's peak RSS is printed beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+import time
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxlm import flops, metrics, sharding
+from jaxlm.models import ModelConfig, build_model, get_preset, init_params
+from jaxlm.optim import OptimConfig, make_optimizer
+from jaxlm.train import TrainState, create_train_state, jit_train_step
+
+HF_CLASSES = {"decoder": "FlaxGPT2LMHeadModel", "encoder": "FlaxBertForMaskedLM",
+              "encoder_decoder": "FlaxT5ForConditionalGeneration"}
+DEFAULT_PRESET = {"decoder": "gpt2", "encoder": "bert_base", "encoder_decoder": "t5_base"}
+
+
+def model_config(args: Any) -> ModelConfig:
+    """The preset with the command line's shape overrides; d_ff follows d_model (4x) unless given.
+    Dropout is off: the benchmark times the arithmetic, not the random masks."""
+    cfg = get_preset(args.preset or DEFAULT_PRESET[args.family or "decoder"],
+                     None if args.preset in (None, "gpt2", "bert_base", "t5_base") else args.family)
+    changes: dict[str, Any] = {"dropout_rate": 0.0, "attention_dropout_rate": 0.0,
+                               "scan_layers": args.scan, "remat_policy": args.remat,
+                               "dtype": args.dtype, "attention_impl": args.attention}
+    for name in ("d_model", "num_heads", "num_layers", "vocab_size", "d_ff"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    if args.d_model is not None and args.d_ff is None:
+        changes["d_ff"] = 4 * args.d_model
+    changes["max_len"] = max(cfg.max_len, args.seq_len)
+    return cfg.replace(**changes)
+
+
+def random_batch(cfg: ModelConfig, batch_size: int, length: int, decoder_length: int,
+                 seed: int = 0) -> dict[str, np.ndarray]:
+    """Random non-pad tokens for the family's streams (targets and the shifted-right inputs)."""
+    rng = np.random.default_rng(seed)
+    draw = lambda n: rng.integers(3, cfg.vocab_size, (batch_size, n)).astype(np.int32)
+    if cfg.family == "encoder":
+        return {"encoder_input_tokens": draw(length), "encoder_target_tokens": draw(length)}
+    targets = draw(decoder_length)
+    batch = {"decoder_target_tokens": targets,
+             "decoder_input_tokens": np.pad(targets[:, :-1], ((0, 0), (1, 0)))}
+    if cfg.family == "encoder_decoder":
+        batch["encoder_input_tokens"] = draw(length)
+    return batch
+
+
+def step_memory(compiled: Any) -> int | None:
+    """Bytes live during one compiled step, from XLA's buffer assignment."""
+    try:
+        m = compiled.memory_analysis()
+        return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+                   + m.temp_size_in_bytes)
+    except Exception:  # some backends do not report it
+        return None
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@dataclasses.dataclass
+class Contender:
+    """A compiled step and its carried state; `run(n)` runs n steps and waits for the result."""
+
+    name: str
+    compiled: Any
+    state: Any
+    batch: Any
+    compile_seconds: float
+    memory_bytes: int | None
+    times: list[float] = dataclasses.field(default_factory=list)
+
+    def run(self, steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.state, out = self.compiled(self.state, self.batch)
+        jax.block_until_ready((self.state, out))
+        return (time.perf_counter() - start) / steps
+
+
+def _compile(name: str, fn: Callable, state: Any, batch: Any) -> Contender:
+    start = time.perf_counter()
+    compiled = fn.lower(state, batch).compile()
+    seconds = time.perf_counter() - start
+    return Contender(name, compiled, state, batch, seconds, step_memory(compiled))
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """`name:field=value,...` -> (name, changes); fields are ModelConfig fields or fused_loss."""
+    name, _, assignments = text.partition(":")
+    changes: dict[str, Any] = {}
+    for item in filter(None, assignments.split(",")):
+        key, _, value = item.partition("=")
+        lowered = value.lower()
+        changes[key] = (lowered == "true" if lowered in ("true", "false") else
+                        int(value) if value.lstrip("-").isdigit() else value)
+    return name, changes
+
+
+def jaxlm_contender(cfg: ModelConfig, optim: OptimConfig, batch: dict, abstract: bool = False,
+                    fused_loss: bool = True, name: str = "jaxlm") -> Contender:
+    """The project's own sharded, donated train step over all local devices."""
+    mesh = sharding.make_mesh(-1, 1, 1)
+    model = build_model(cfg)
+    batch = jax.device_put(batch, sharding.batch_sharding(mesh))
+    with sharding.activate(mesh):
+        if abstract:  # compile-time measurement only: no parameter memory
+            state_shardings = _abstract_state_shardings(model, optim, batch, mesh)
+            state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                                 *state_shardings)
+            step = jit_train_step(model, optim, state_shardings[1], mesh, fused_loss=fused_loss)
+        else:
+            state, shardings = create_train_state(model, make_optimizer(optim), 0, batch, mesh)
+            step = jit_train_step(model, optim, shardings, mesh, fused_loss=fused_loss)
+        return _compile(name, step, state, batch)
+
+
+def _abstract_state_shardings(model: nn.Module, optim: OptimConfig, batch: dict,
+                              mesh: Any) -> tuple[Any, Any]:
+    """(abstract unboxed train state, its shardings) without allocating any of it."""
+    def init() -> TrainState:
+        params = init_params(model, jax.random.key(0), batch)
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                          opt_state=make_optimizer(optim).init(params),
+                          rng=jax.random.key_data(jax.random.key(0)))
+
+    abstract = jax.eval_shape(init)
+    return sharding.unbox_values(abstract), sharding.tree_shardings(abstract, mesh)
+
+
+def plain_step(apply_logits: Callable, targets_key: str, optimizer: optax.GradientTransformation
+               ) -> Callable:
+    """A plain optax step: logits, optax's mean cross-entropy, grads, update (state donated)."""
+
+    def step(state, batch):
+        params, opt_state = state
+
+        def loss_fn(p):
+            logits = apply_logits(p, batch)
+            return optax.softmax_cross_entropy_with_integer_labels(
+                logits.astype(jnp.float32), batch[targets_key]).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss
+
+    return jax.jit(step, donate_argnums=0)
+
+
+def jaxlm_plain_contender(cfg: ModelConfig, optim: OptimConfig, batch: dict,
+                          params: Any = None, model: Any = None, name: str = "jaxlm-plain"
+                          ) -> Contender:
+    """jaxlm's model (or the given one and params) with the plain optax step."""
+    model = model or build_model(cfg)
+    if params is None:
+        params = jax.jit(lambda: init_params(model, jax.random.key(0), batch))()
+    params = nn.meta.unbox(params)
+    optimizer = make_optimizer(optim)
+    targets = "encoder_target_tokens" if cfg.family == "encoder" else "decoder_target_tokens"
+    fn = plain_step(lambda p, b: model.apply({"params": p}, b), targets, optimizer)
+    return _compile(name, fn, (params, optimizer.init(params)), jax.device_put(batch))
+
+
+def hf_model(cfg: ModelConfig, abstract: bool = False):
+    """transformers' Flax model at cfg's shape (config via jaxlm.hf.config_to_hf)."""
+    import transformers
+
+    from jaxlm.hf import config_to_hf
+
+    hf_cfg = dict(config_to_hf(cfg))
+    model_type = hf_cfg.pop("model_type")
+    hf_cfg.pop("architectures")
+    config = transformers.AutoConfig.for_model(model_type, **hf_cfg)
+    cls = getattr(transformers, HF_CLASSES[cfg.family])
+    return cls(config, seed=0, dtype=cfg.compute_dtype, _do_init=not abstract)
+
+
+def hf_apply(cfg: ModelConfig, model: Any) -> Callable:
+    """(params, batch) -> logits of the HF model, reading jaxlm's feature names."""
+    if cfg.family == "decoder":
+        return lambda p, b: model(b["decoder_input_tokens"], params=p).logits
+    if cfg.family == "encoder":
+        return lambda p, b: model(b["encoder_input_tokens"], params=p).logits
+    return lambda p, b: model(b["encoder_input_tokens"],
+                              decoder_input_ids=b["decoder_input_tokens"], params=p).logits
+
+
+def hf_contender(cfg: ModelConfig, optim: OptimConfig, batch: dict, abstract: bool = False
+                 ) -> Contender:
+    """transformers' Flax model with the plain optax step (abstract: compile-time only)."""
+    model = hf_model(cfg, abstract)
+    optimizer = make_optimizer(optim)
+    if abstract:
+        shape = batch["encoder_input_tokens" if cfg.family != "decoder"
+                      else "decoder_input_tokens"].shape
+        params = jax.eval_shape(lambda: model.init_weights(jax.random.key(0), shape))
+    else:
+        params = model.params
+    targets = "encoder_target_tokens" if cfg.family == "encoder" else "decoder_target_tokens"
+    fn = plain_step(hf_apply(cfg, model), targets, optimizer)
+    state = (params, jax.eval_shape(optimizer.init, params) if abstract else optimizer.init(params))
+    return _compile("hf", fn, state, jax.device_put(batch) if not abstract else batch)
+
+
+def random_hf_gpt2(cfg: ModelConfig, path: str) -> None:
+    """Writes a randomly initialised HF GPT-2 checkpoint of cfg's shape (no download)."""
+    import transformers
+
+    from jaxlm.hf import config_to_hf
+
+    hf_cfg = dict(config_to_hf(cfg))
+    hf_cfg.pop("model_type"), hf_cfg.pop("architectures")
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**hf_cfg))
+    model.save_pretrained(path, safe_serialization=True)
+
+
+def from_hf_contender(cfg: ModelConfig, optim: OptimConfig, batch: dict) -> Contender:
+    """Held-out check: a GPT-2 imported by jaxlm.hf.from_hf, trained with a plain optax step."""
+    import tempfile
+
+    from jaxlm.hf import from_hf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        random_hf_gpt2(cfg, tmp)
+        model, params = from_hf(tmp, scan_layers=cfg.scan_layers, dtype=cfg.dtype,
+                                remat_policy=cfg.remat_policy, attention_impl=cfg.attention_impl)
+    return jaxlm_plain_contender(model.cfg, optim, batch, params, model, name="jaxlm-from-hf")
+
+
+def time_alternating(contenders: list[Contender], rounds: int, steps: int) -> list[float]:
+    """One warm-up step each, then `rounds` rounds of `steps` steps per contender, the order
+    rotating every round; each round's seconds per step is appended to the contender's times.
+    On CPU the float32 matmul peak is measured in every round too; returns those peaks."""
+    cpu = jax.devices()[0].platform == "cpu"
+    peaks = []
+    for c in contenders:
+        c.run(1)
+    for r in range(rounds):
+        for c in contenders[r % len(contenders):] + contenders[:r % len(contenders)]:
+            c.times.append(c.run(steps))
+        if cpu:
+            peaks.append(metrics.measure_matmul_peak())
+    return peaks
+
+
+def report(cfg: ModelConfig, contenders: list[Contender], batch_size: int, length: int,
+           decoder_length: int, cpu_peaks: list[float] = ()) -> dict:
+    """Per contender: median step seconds, tokens/s, MFU, compile seconds, step memory. On CPU
+    the peak is the best of the matmuls timed between rounds (a shared machine's practical
+    peak); elsewhere the device table's."""
+    device = jax.devices()[0]
+    peak = max(cpu_peaks) if cpu_peaks else metrics.peak_flops_per_device(device)
+    if cfg.dtype == "float32" and device.platform != "cpu":
+        peak = peak / 2  # the tables list bf16; float32 (tf32) runs at about half
+    step_flops = batch_size * flops.training_flops(cfg, length, decoder_length)
+    tokens = batch_size * (decoder_length if cfg.family != "encoder" else length)
+    rows = {}
+    for c in contenders:
+        seconds = float(np.median(c.times))
+        rows[c.name] = {"step_seconds": seconds, "tokens_per_second": tokens / seconds,
+                        "mfu": metrics.mfu(step_flops, seconds, jax.device_count(), peak),
+                        "compile_seconds": c.compile_seconds, "step_memory_bytes": c.memory_bytes,
+                        "rounds": [round(t, 4) for t in c.times]}
+    return {"device": device.device_kind, "platform": device.platform,
+            "devices": jax.device_count(), "peak_flops_per_device": peak,
+            "flops_per_step": step_flops, "tokens_per_step": tokens,
+            "peak_rss_bytes": peak_rss_bytes(), "results": rows}
+
+
+def format_table(result: dict) -> str:
+    """The report as a fixed-width table, with each contender's ratios to HF."""
+    rows = result["results"]
+    lines = [f"{'':16s} {'tokens/s':>10s} {'step s':>8s} {'MFU':>6s} {'compile s':>9s} "
+             f"{'step mem':>9s}"]
+    for name, r in rows.items():
+        mem = "n/a" if r["step_memory_bytes"] is None else f"{r['step_memory_bytes'] / 2**20:.0f}M"
+        lines.append(f"{name:16s} {r['tokens_per_second']:10,.0f} {r['step_seconds']:8.3f} "
+                     f"{100 * r['mfu']:5.1f}% {r['compile_seconds']:9.1f} {mem:>9s}")
+    if "hf" in rows:
+        hf = rows["hf"]
+        for name, r in rows.items():
+            if name == "hf":
+                continue
+            mem = ""
+            if r["step_memory_bytes"] and hf["step_memory_bytes"]:
+                mem = f", memory {r['step_memory_bytes'] / hf['step_memory_bytes']:.2f}x"
+            speed = r["tokens_per_second"] / hf["tokens_per_second"]
+            lines.append(f"{name} / hf: tokens/s {speed:.2f}x{mem}, compile "
+                         f"{r['compile_seconds'] / hf['compile_seconds']:.2f}x")
+    lines.append(f"peak {result['peak_flops_per_device'] / 1e9:,.0f} GFLOP/s per device "
+                 f"({result['device']}, {result['devices']} device(s)); process peak RSS "
+                 f"{result['peak_rss_bytes'] / 2**20:,.0f}M")
+    return "\n".join(lines)
