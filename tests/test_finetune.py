@@ -1,0 +1,115 @@
+"""Fine-tuning: hidden states per family, pooling, learning on the offline task, determinism,
+loading a trainer checkpoint, and the CLI's one-line errors."""
+
+import math
+import os
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxlm import sharding
+from jaxlm.checkpoint import Checkpointer
+from jaxlm.data.tasks import load_task
+from jaxlm.finetune import (POOLING, Classifier, _compiled, classifier_batch, finetune,
+                            load_pretrained, pool)
+from jaxlm.models import build_model
+from jaxlm.optim import OptimConfig, make_optimizer
+from jaxlm.train import create_train_state
+
+from .models._util import FAMILIES, make, random_batch, tiny
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
+import finetune as finetune_cli  # noqa: E402  (experiments/finetune.py)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return load_task("stdlib_modules", vocab="byte", seq_len=64)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_return_hidden_gives_final_states_before_the_head(family):
+    cfg = tiny(family)
+    batch = random_batch(cfg, 2, 12, decoder_length=5)
+    model, params = make(cfg, batch)
+    hidden = model.apply({"params": params}, batch, return_hidden=True)
+    out_len = 12 if family == "encoder" else 5  # the family's output stream
+    assert hidden.shape == (2, out_len, cfg.d_model)
+    # The tied head is a matmul with the embedding table: logits = hidden @ E^T.
+    logits = model.apply({"params": params}, batch)
+    np.testing.assert_allclose(logits, hidden @ params["token_embed"]["embedding"].T,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_classifier_features_and_pooling():
+    tokens = np.array([[10, 11, 1, 0], [12, 1, 0, 0]], np.int32)
+    dec = classifier_batch("decoder", tokens)
+    np.testing.assert_array_equal(dec["decoder_input_tokens"], [[0, 10, 11, 1], [0, 12, 1, 0]])
+    encdec = classifier_batch("encoder_decoder", tokens)
+    start = encdec["decoder_input_tokens"]
+    assert start.shape == (2, 1) and not start.any()
+    hidden = jnp.arange(2 * 4 * 3, dtype=jnp.float32).reshape(2, 4, 3)
+    valid = jnp.asarray(tokens > 0)
+    np.testing.assert_allclose(pool(hidden, valid, "last"), hidden[[0, 1], [2, 1]])
+    np.testing.assert_allclose(pool(hidden, valid, "mean")[1], hidden[1, :2].mean(0))
+    # Decoder pooling reads the last real position and nothing after it (causal + padding).
+    cfg = tiny("decoder")
+    model = Classifier(cfg, 3)
+    batch = {k: jnp.asarray(v) for k, v in classifier_batch("decoder", tokens).items()}
+    params = nn.meta.unbox(model.init(jax.random.key(0), batch)["params"])
+    assert set(params) == {"backbone", "classifier"} and POOLING["decoder"] == "last"
+    changed = {**batch, "decoder_input_tokens": batch["decoder_input_tokens"].at[1, 3].set(50)}
+    np.testing.assert_allclose(model.apply({"params": params}, batch)[1],
+                               model.apply({"params": params}, changed)[1], atol=1e-6)
+
+
+def test_finetuning_beats_the_majority_baseline_deterministically(task):
+    # A small encoder from scratch (the no-pretraining case) on the full offline task reaches
+    # 0.29-0.34 for seeds 0-3 against the 0.19 majority; the margin asked is 12 eval examples.
+    cfg = tiny("encoder", d_model=128, num_layers=1, d_ff=256)
+    runs = [finetune(cfg, None, task, steps=120, batch_size=32, learning_rate=2e-3, seed=0,
+                     eval_every=60, dropout=0.0, log=None) for _ in range(2)]
+    result = runs[0]
+    assert runs[1].history == result.history  # same seed: same batches, init and updates
+    assert [h["step"] for h in result.history] == [60, 120]
+    assert result.final_accuracy > task.majority_accuracy + 0.06, result.history
+    assert result.final_train_loss < math.log(task.num_classes) - 0.15
+    assert result.step_time_s > 0 and result.wall_time_s > result.compile_time_s
+    assert result.to_dict()["final_accuracy"] == result.final_accuracy
+    # The second run reused the first one's compiled step.
+    assert runs[1].compile_time_s < result.compile_time_s
+
+
+def test_load_pretrained_round_trip_and_backbone_init(tmp_path):
+    cfg = tiny("encoder_decoder", scan_layers=True)
+    mesh = sharding.make_mesh(4, 2, 1)
+    state, _ = create_train_state(build_model(cfg), make_optimizer(OptimConfig()), 3,
+                                  random_batch(cfg, 8, 8), mesh)
+    ckpt = Checkpointer(str(tmp_path), async_save=False)
+    ckpt.save(7, state, {"batches": 7}, cfg)
+    ckpt.close()
+    loaded_cfg, params = load_pretrained(str(tmp_path))
+    assert loaded_cfg == cfg
+    jax.tree.map(np.testing.assert_array_equal, params, state.params)
+    # The classifier's backbone starts from exactly these params; its head is fresh.
+    optim = OptimConfig(schedule="linear", warmup_steps=0, total_steps=1, final_lr_fraction=0.0)
+    fns = _compiled(cfg, 4, POOLING[cfg.family], optim, sharding.make_mesh(-1, 1, 1), 8, 16)
+    init = fns.init(0, params)
+    jax.tree.map(np.testing.assert_array_equal, init.params["backbone"], state.params)
+    assert init.params["classifier"]["kernel"].shape == (cfg.d_model, 4)
+    with pytest.raises(ValueError, match="lack .* backbone params"):
+        fns.init(0, {"token_embed": params["token_embed"]})
+    with pytest.raises(FileNotFoundError, match="step 9"):
+        load_pretrained(str(tmp_path), step=9)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert finetune_cli.main(["--workdir", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "checkpoints" in err
+    assert finetune_cli.main(["--from_scratch", "--task", "nope"]) == 2
+    assert "Unknown task 'nope'" in capsys.readouterr().err
