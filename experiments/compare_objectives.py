@@ -1,6 +1,6 @@
 """Compare pretraining objectives fairly: CLM, MLM, span corruption, prefix LM and UL2.
 
-    # the offline default on CPU (about 15 minutes on 2 cores; no download):
+    # the offline default on CPU (about 14 minutes on 2 cores; no download):
     python experiments/compare_objectives.py --workdir=runs/compare
 
     # every objective on the same encoder-decoder (the T5 paper's Table 4 setting), 3 seeds:
@@ -21,9 +21,11 @@ workdir: results.md (the table), results.csv (a row per objective), curves.png (
 vs tokens, downstream accuracy), and each run's metrics.jsonl and TensorBoard events
 (`tensorboard --logdir WORKDIR`). Rerunning on the same workdir skips the finished arms.
 
-Results to expect from the offline default (one seed, 2 CPU cores): every pretrained model beats
-the majority class (0.192) and its randomly initialised baseline; see README.md for the numbers
-of a full run.
+Results to expect from the offline default (one seed, 2 CPU cores, 13-14 minutes): every
+pretraining loss falls from ~3.9 to 2.6-3.0 nats per byte, and every fine-tuned model beats the
+majority class (0.192), with accuracies between 0.20 and 0.33: MLM on the encoder highest (0.330,
++0.015 over its random-init baseline); at 2^20 tokens the other objectives do not beat their
+baselines. README.md has the full table.
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ def get_config() -> ml_collections.ConfigDict:
         seq_len=128, shuffle_buffer=2048, window=256,
         shards=1))  # -1 on pods: every host reads its own part (see jaxlm/config.py)
     c.pretrain = ml_collections.ConfigDict(dict(
-        tokens=2_097_152,  # text tokens per arm (2^21); the T5 paper's Table 4 used 2^35
+        tokens=1_048_576,  # text tokens per arm (2^20); the T5 paper's Table 4 used 2^35
         batch_size=32, learning_rate=3e-3, schedule="cosine", warmup_steps=30,
         log_every=25, eval_batches=4))
     c.finetune = ml_collections.ConfigDict(dict(
