@@ -105,13 +105,29 @@ def _objectives(c: ml_collections.ConfigDict) -> list[str]:
 
 
 def _param_count(model_section: dict[str, Any], family: str) -> int:
-    from jaxlm.models import build_model, dummy_batch
     from jaxlm.models.config import model_config_from
 
-    cfg = model_config_from({**model_section, "family": family})
+    return _count_params(model_config_from({**model_section, "family": family}))
+
+
+def _count_params(cfg: Any) -> int:
+    """Parameters of the model `cfg`, from shapes alone (nothing is initialised)."""
+    from jaxlm.models import build_model, dummy_batch
+
     model = build_model(cfg)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), dummy_batch(cfg, 1, 8)))
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
+
+
+def _row(arm: Arm, cfg: Any, seed: int, run_dir: str, downstream: dict[str, Any],
+         start: float, **pretraining: Any) -> dict[str, Any]:
+    """One result.json: the arm, its architecture, its pretraining and downstream numbers."""
+    layers = (f"{cfg.num_layers}+{cfg.decoder_layers}" if cfg.family == "encoder_decoder"
+              else str(cfg.num_layers))
+    return {"objective": pretraining.pop("objective", arm.objective), "family": arm.family,
+            "seed": seed, "params": _count_params(cfg), "layers": layers, "d_ff": cfg.d_ff,
+            **pretraining, "downstream": downstream, "run_dir": run_dir,
+            "wall_seconds": time.perf_counter() - start}
 
 
 def matched_encoder_decoder(model: dict[str, Any]) -> dict[str, Any]:
@@ -221,16 +237,10 @@ def run_arm(c: ml_collections.ConfigDict, arm: Arm, seed: int, tasks: list[Any],
     for task in tasks:
         result = finetune(model_cfg, params, task, **_finetune_kwargs(c, seed), log=say)
         downstream[task.name] = result.to_dict()
-    result = {
-        "objective": arm.objective, "family": arm.family, "seed": seed, "params": summary.params,
-        "layers": f"{model_cfg.num_layers}+{model_cfg.decoder_layers}"
-        if arm.family == "encoder_decoder" else str(model_cfg.num_layers),
-        "d_ff": model_cfg.d_ff, "steps": steps, "text_tokens": steps * text_per_step,
-        "flops": summary.flops_per_step * steps, "train_loss": summary.train.get("loss"),
-        "eval_loss": summary.eval.get("loss"), "pretrain_seconds": pretrain_seconds,
-        "downstream": downstream, "run_dir": run_dir,
-        "wall_seconds": time.perf_counter() - start,
-    }
+    result = _row(arm, model_cfg, seed, run_dir, downstream, start, steps=steps,
+                  text_tokens=steps * text_per_step, flops=summary.flops_per_step * steps,
+                  train_loss=summary.train.get("loss"), eval_loss=summary.eval.get("loss"),
+                  pretrain_seconds=pretrain_seconds)
     _write_json(os.path.join(run_dir, "result.json"), result)
     return result
 
@@ -252,17 +262,13 @@ def run_baseline(c: ml_collections.ConfigDict, arm: Arm, seed: int, tasks: list[
         return done
     os.makedirs(run_dir, exist_ok=True)
     start = time.perf_counter()
-    model_cfg = trainer.setup(pretrain_config(c, arm, seed, 1))[0].model
+    # The model config alone (no pipeline): the architecture the arm pretrains.
+    model_cfg = config_lib.resolve(pretrain_config(c, arm, seed, 1)).model
     downstream = {task.name: finetune(model_cfg, None, task, **_finetune_kwargs(c, seed),
                                       log=say).to_dict() for task in tasks}
-    result = {"objective": "none", "family": arm.family, "seed": seed,
-              "params": next(iter(downstream.values()))["num_params"],
-              "layers": f"{model_cfg.num_layers}+{model_cfg.decoder_layers}"
-              if arm.family == "encoder_decoder" else str(model_cfg.num_layers),
-              "d_ff": model_cfg.d_ff, "steps": 0, "text_tokens": 0, "flops": 0.0,
-              "train_loss": None, "eval_loss": None, "pretrain_seconds": 0.0,
-              "downstream": downstream, "run_dir": run_dir,
-              "wall_seconds": time.perf_counter() - start}
+    result = _row(arm, model_cfg, seed, run_dir, downstream, start, objective="none", steps=0,
+                  text_tokens=0, flops=0.0, train_loss=None, eval_loss=None,
+                  pretrain_seconds=0.0)
     _write_json(os.path.join(run_dir, "result.json"), result)
     return result
 

@@ -301,9 +301,10 @@ def _resolve(config: ml_collections.ConfigDict) -> RunConfig:
               "a positive size or -1")
     train = _typed(TrainConfig, _section(config, "train"), "train")
     data = _typed(DataConfig, {**_section(config, "data"), "seed": config.seed}, "data")
-    model = model_config(config, vocabulary_size(data))
-    _need(model.vocab_size >= vocabulary_size(data), "model.vocab_size", model.vocab_size,
-          f"at least the data vocabulary's size {vocabulary_size(data)}")
+    data_vocab = vocabulary_size(data)  # loads a .model file: once
+    model = model_config(config, data_vocab)
+    _need(model.vocab_size >= data_vocab, "model.vocab_size", model.vocab_size,
+          f"at least the data vocabulary's size {data_vocab}")
     optim_values = _section(config, "optim")
     if optim_values.get("total_steps") is None:
         optim_values["total_steps"] = train.steps
