@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlm.models.config import ModelConfig
-from jaxlm.models.layers import DenseGeneral, constrain, kernel_init
+from jaxlm.models.layers import DenseGeneral, constrain
 from jaxlm.models.positions import apply_rotary
 
 Array = jax.Array
