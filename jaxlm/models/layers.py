@@ -85,8 +85,13 @@ class DenseGeneral(nn.Module):
                               self.init_scale)
         dtype = self.cfg.compute_dtype
         x, kernel = x.astype(dtype), kernel.astype(dtype)
-        contract = (tuple(range(x.ndim - self.num_in, x.ndim)), tuple(range(self.num_in)))
-        y = jax.lax.dot_general(x, kernel, (contract, ((), ())))
+        # One 2-D matmul [tokens, in] x [in, out] (the reshapes are free): with the batch and
+        # length axes kept apart, XLA:CPU's weight gradient (a contraction over both) ran 1.13x
+        # slower in the MLP's forward + backward. The leading axis keeps the batch's sharding.
+        leading = x.shape[:x.ndim - self.num_in]
+        y = jnp.dot(x.reshape(-1, int(np.prod(x.shape[x.ndim - self.num_in:]))),
+                    kernel.reshape(-1, int(np.prod(features))))
+        y = y.reshape(*leading, *features)
         use_bias = self.cfg.use_bias if self.use_bias is None else self.use_bias
         if use_bias:
             bias = self.param(
