@@ -257,8 +257,9 @@ def main(argv: list[str] | None = None) -> None:
         t.add_argument("--decoder_len", type=int, default=None, help="encoder_decoder only")
         t.add_argument("--batch_size", type=int, default=8)
         t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-        t.add_argument("--remat", default="none",
-                       choices=["none", "full", "dots", "dots_with_no_batch_dims"])
+        t.add_argument("--remat", default=None,
+                       choices=["none", "full", "dots", "dots_with_no_batch_dims"],
+                       help="default: the model's (dots_with_no_batch_dims)")
         t.add_argument("--scan", action=argparse.BooleanOptionalAction, default=True,
                        help="scan over layers (--no-scan unrolls)")
         t.add_argument("--attention", default="auto", choices=["auto", "xla", "dot_product"])

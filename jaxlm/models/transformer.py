@@ -109,7 +109,7 @@ class Stack(nn.Module):
                                         name="relpos_bias")(q_pos, k_pos)
 
         block = Block
-        if cfg.remat_policy != "none":
+        if cfg.remat_policy != "none" and not decode:  # decoding has no backward pass
             block = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat_policy],
                              prevent_cse=not cfg.scan_layers)
         args = (mask, bias, positions, encoded, cross_mask, decode_index)
