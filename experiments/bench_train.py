@@ -43,7 +43,8 @@ def model_config(args: Any) -> ModelConfig:
     cfg = get_preset(args.preset or DEFAULT_PRESET[args.family or "decoder"],
                      None if args.preset in (None, "gpt2", "bert_base", "t5_base") else args.family)
     changes: dict[str, Any] = {"dropout_rate": 0.0, "attention_dropout_rate": 0.0,
-                               "scan_layers": args.scan, "dtype": args.dtype, "attention_impl": args.attention}
+                               "scan_layers": args.scan, "dtype": args.dtype,
+                               "attention_impl": args.attention}
     if args.remat is not None:
         changes["remat_policy"] = args.remat
     for name in ("d_model", "num_heads", "num_layers", "vocab_size", "d_ff"):
