@@ -14,7 +14,7 @@ same process, in alternating rounds, and prints the ratios (see docs/performance
 
 Expected runtime on 2 shared CPU cores: 3-10 minutes for the first command (about 1-2 s per step
 per contender on an idle machine; three compiles), 1-3 minutes for `compile`. Expected result on
-CPU: jaxlm's steps 1.05-1.07x HF's tokens/s with about half its step memory and a third of its
+CPU: jaxlm's steps 1.03-1.07x HF's tokens/s with about half its step memory and a third of its
 page faults, and a 24-layer jaxlm step compiling in about the time of a 2-layer one (scan over
 layers). On an H100 / H200 in bf16: 30-41% MFU for 124M-355M models (docs/performance.md has the measured tables).
 
