@@ -14,7 +14,7 @@ import ml_collections
 
 from jaxlm import objectives as objectives_lib
 from jaxlm.data.pipeline import DataConfig
-from jaxlm.models.config import FIELDS as MODEL_FIELDS
+from jaxlm.models.config import FIELD_TYPES as MODEL_FIELD_TYPES
 from jaxlm.models.config import ModelConfig, model_config_from
 from jaxlm.optim import OptimConfig
 
@@ -45,8 +45,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.preset = "tiny"  # tiny | small | base | large | gpt2 | bert_base | t5_base | ...
     # Every architecture field of jaxlm.models.ModelConfig; None keeps the preset's value, except
     # vocab_size (None: the data vocabulary's size) and family (None: the objective's natural one).
-    for field in MODEL_FIELDS:
-        config.model[field] = None
+    # Typed placeholders, so that `--config.model.d_model=128` parses as an int.
+    for field, field_type in MODEL_FIELD_TYPES.items():
+        config.model[field] = ml_collections.FieldReference(None, field_type=field_type)
 
     config.objectives = ml_collections.ConfigDict(
         {name: dict(options) for name, options in OBJECTIVE_OPTIONS.items() if options})
