@@ -29,7 +29,8 @@ VOCAB = 128  # the reference models' vocabulary
 REFERENCE = os.path.join(os.path.dirname(__file__), "hf_reference")
 NAMES = ("gpt2", "bert", "t5_v1_0", "t5_v1_1")
 # config.json fields that only training or bookkeeping read (jaxlm imports no dropout).
-UNUSED_AT_INFERENCE = re.compile(r"pdrop|dropout|^initializer_|^_name_or_path$|^dtype$")
+UNUSED_AT_INFERENCE = re.compile(
+    r"pdrop|dropout|^initializer_|^_name_or_path$|^dtype$|^transformers_version$")
 
 
 def _reference(name: str) -> tuple[str, dict[str, np.ndarray], np.ndarray, np.ndarray]:
