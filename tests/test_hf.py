@@ -23,9 +23,9 @@ from safetensors.numpy import load_file, save_file
 
 from jaxlm.hf import from_hf, to_hf
 from jaxlm.models import build_model, get_preset, init_params, stack_layers
+from tests.hf_reference.make_reference import VOCAB, hf_kwargs
 
 TOL = 1e-4
-VOCAB = 128  # the reference models' vocabulary
 REFERENCE = os.path.join(os.path.dirname(__file__), "hf_reference")
 NAMES = ("gpt2", "bert", "t5_v1_0", "t5_v1_1")
 # config.json fields that only training or bookkeeping read (jaxlm imports no dropout).
@@ -77,19 +77,6 @@ def _transformers(monkeypatch):
 
     monkeypatch.setattr(modeling_flax_t5, "jnp", _JnpWithClipAMax("jax.numpy"))
     return transformers
-
-
-def _hf_kwargs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """transformers' call arguments for a jaxlm batch (id 0 is padding)."""
-    if "encoder_input_tokens" not in batch:
-        return {"input_ids": batch["decoder_input_tokens"]}
-    ids = batch["encoder_input_tokens"]
-    kwargs = {"input_ids": ids, "attention_mask": ids != 0}
-    if "encoder_token_types" in batch:
-        kwargs["token_type_ids"] = batch["encoder_token_types"]
-    if "decoder_input_tokens" in batch:
-        kwargs["decoder_input_ids"] = batch["decoder_input_tokens"]
-    return kwargs
 
 
 # Scanned and unrolled forward passes for GPT-2 and BERT; one of each for T5 (compiles are slow),
@@ -164,7 +151,7 @@ def test_from_hf_flax_msgpack_matches_transformers_flax(monkeypatch, tmp_path, n
     pt_model, from_pt = from_hf(path, scan_layers=False)
     assert model.cfg == pt_model.cfg
     jax.tree.map(np.testing.assert_array_equal, params, from_pt)
-    live = np.asarray(flax_model(**_hf_kwargs(batch)).logits)
+    live = np.asarray(flax_model(**hf_kwargs(batch)).logits)
     assert _max_err(_jaxlm_logits(model, params, batch), live, keep) < TOL
     assert _max_err(live, ref, keep) < TOL  # and the live reference agrees with the golden one
 
@@ -220,7 +207,7 @@ def test_native_jaxlm_model_exports(monkeypatch, tmp_path, family, auto, changes
     hf_model = getattr(transformers, auto).from_pretrained(str(tmp_path), from_pt=True)
     name = {"decoder": "gpt2", "encoder": "bert", "encoder_decoder": "t5_v1_1"}[family]
     _, batch, keep, _ = _reference(name)
-    live = np.asarray(hf_model(**_hf_kwargs(batch)).logits)
+    live = np.asarray(hf_model(**hf_kwargs(batch)).logits)
     assert _max_err(_jaxlm_logits(model, leaves, batch), live, keep) < TOL
     _, back = from_hf(str(tmp_path))
     jax.tree.map(np.testing.assert_array_equal, back, leaves)
@@ -237,7 +224,7 @@ def test_golden_and_export_match_live_pytorch(monkeypatch, tmp_path):
         to_hf(model, params, str(tmp_path / name))
         golden, exported = (getattr(transformers, _architecture(p)).from_pretrained(p).eval()
                             for p in (path, str(tmp_path / name)))
-        kwargs = {k: torch.tensor(v) for k, v in _hf_kwargs(batch).items()}
+        kwargs = {k: torch.tensor(v) for k, v in hf_kwargs(batch).items()}
         for hf_model in (golden, exported):
             with torch.no_grad():
                 assert _max_err(hf_model(**kwargs).logits.numpy(), ref, keep) < TOL, name
