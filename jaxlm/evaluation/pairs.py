@@ -2,7 +2,7 @@
 
     pairs = build_minimal_pairs(heldout_texts, vocab, count=2000, seed=0, seq_len=128)
     orig, alt = score_pairs(model, params, cfg.family, pairs, vocab)
-    correct = pair_accuracy(orig, alt)          # [pairs] in {0, 0.5, 1}: stats.bootstrap_ci(correct)
+    correct = pair_accuracy(orig, alt)   # [pairs] in {0, 0.5, 1}; stats.bootstrap_ci(correct)
 
 Pairs (`build_minimal_pairs`): sentences are cut from the texts at `.`, `!` or `?` followed by
 whitespace, their words (whitespace-separated) re-joined by single spaces; a sentence of fewer than
@@ -12,7 +12,8 @@ half replace one word by a different word of the texts' vocabulary with the same
 characters, drawn in proportion to its frequency in the texts. Only purely alphabetic words are
 swapped, replaced or drawn (`str.isalpha`), so punctuation and code-like tokens never move, which
 would make the altered side trivially odd. The length match matters: a likelihood sums over
-tokens, so a longer replacement would lose for its length alone. Pairs are a
+tokens, so a longer replacement would lose for its length alone (with the byte vocabulary both
+sides have exactly the same number of tokens; with SentencePiece nearly so). Pairs are a
 pure function of (texts, vocab, count, seed, lengths).
 
 Scores (higher = more likely), one scorer per family, run jitted and batched:
@@ -108,8 +109,9 @@ def _replace(words: list[str], rng: np.random.Generator,
 def build_minimal_pairs(texts: Sequence[str], vocab: Vocabulary, count: int, seed: int = 0, *,
                         seq_len: int = 128, min_words: int = 4,
                         max_words: int = 40) -> MinimalPairs:
-    """`count` minimal pairs from the sentences of `texts` (see the module docstring): the first
-    ceil(count / 2) made by an adjacent swap, the rest by a replacement, in alternation."""
+    """`count` minimal pairs from the sentences of `texts` (see the module docstring):
+    ceil(count / 2) adjacent swaps and floor(count / 2) replacements, alternating. Raises if the
+    texts hold too few usable sentences."""
     if count < 1:
         raise ValueError(f"count={count} must be >= 1.")
     if min_words < 2:
@@ -119,9 +121,8 @@ def build_minimal_pairs(texts: Sequence[str], vocab: Vocabulary, count: int, see
     grouped: dict[int, list[str]] = collections.defaultdict(list)
     for word in sorted(frequency):  # sorted: independent of dict and set order
         grouped[len(word)].append(word)
-    by_length = collections.defaultdict(lambda: (np.array([], str), np.array([])), {
-        n: (np.array(ws), np.array([frequency[w] for w in ws], np.float64))
-        for n, ws in grouped.items()})
+    by_length = {n: (np.array(ws), np.array([frequency[w] for w in ws], np.float64))
+                 for n, ws in grouped.items()}
 
     rng = np.random.default_rng([seed, 0xFA125])
     need = {"swap": (count + 1) // 2, "replace": count // 2}

@@ -111,6 +111,8 @@ def test_logistic_regression_separates_and_reaches_the_optimum():
     z = (x - clf.mean) / clf.scale
     _, (gw, gb) = _objective_and_grad(z, y, clf.weights, clf.bias, 1.0)
     assert np.abs(gw).max() < 1e-4 and np.abs(gb).max() < 1e-4
+    # The reported gradient norm is the one at the returned point.
+    assert clf.grad_norm == pytest.approx(np.sqrt((gw ** 2).sum() + (gb ** 2).sum()), abs=2e-6)
 
 
 def test_two_classes_match_binary_logistic_regression():
