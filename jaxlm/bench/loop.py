@@ -16,7 +16,14 @@ batches) for `warmup` untimed steps and then `steps` timed ones:
 `device_wait_fraction` = 1 - bare / trainer seconds per step: the share of each loop step in
 which the device is not running the step, i.e. waits for the host. On CPU the "device" is the
 host's own cores, so host work there also slows the step itself and is counted the same way.
-Rounds alternate the two sides; per-round fractions are paired and their median reported.
+The bare step is set up once; each round times it, then the trainer, then it again, and pairs
+the trainer's seconds with the mean of the two bare runs, so that a shared machine's changing
+load falls on both sides alike. The median of the rounds' fractions is reported.
+
+Wall-clock time on a shared machine moves with the other processes' load, so each side's CPU
+time (the process's user + system seconds, all threads) is measured over the same window too:
+`host_cpu_ms_per_step` = trainer - bare CPU time per step is the host work the loop adds (on a
+CPU backend, where the step itself is CPU time on both sides, it is robust to that load).
 """
 
 from __future__ import annotations
@@ -42,6 +49,11 @@ from jaxlm.optim import make_optimizer
 from jaxlm.train import create_train_state, jit_train_step
 
 PROGRESS = re.compile(r"step (\d+)/\d+")
+
+
+def clocks() -> np.ndarray:
+    """(wall, process CPU) seconds: CPU time is every thread's user + system time."""
+    return np.array([time.perf_counter(), time.process_time()])
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
@@ -86,14 +98,15 @@ def set_window(config: ml_collections.ConfigDict, steps: int, warmup: int) -> in
 
 
 def time_trainer(config: ml_collections.ConfigDict, warmup: int, workdir: str
-                 ) -> tuple[float, trainer.TrainSummary]:
-    """(seconds from the progress line of step `warmup` to that of the last step, summary)."""
-    marks: dict[int, float] = {}
+                 ) -> tuple[np.ndarray, trainer.TrainSummary]:
+    """((wall, CPU) seconds from the progress line of step `warmup` to that of the last step,
+    summary)."""
+    marks: dict[int, np.ndarray] = {}
 
     def say(line: str) -> None:
         match = PROGRESS.match(line)
         if match:
-            marks[int(match.group(1))] = time.perf_counter()
+            marks[int(match.group(1))] = clocks()
 
     summary = trainer.train(config, workdir, say=say)
     last = config.train.steps
@@ -103,53 +116,68 @@ def time_trainer(config: ml_collections.ConfigDict, warmup: int, workdir: str
     return marks[last] - marks[warmup], summary
 
 
-def time_bare(config: ml_collections.ConfigDict, warmup: int) -> float:
-    """Seconds for the last config.train.steps - warmup calls of the compiled step, every batch
-    placed on the devices first, blocking only after the last call."""
-    run, mesh, pipeline = trainer.setup(config)
-    rows = trainer.input_shard(run)[2]
-    model = build_model(run.model)
-    example = jax.device_put(pipeline.zero_batch(1))
-    state, shardings = create_train_state(model, make_optimizer(run.optim), run.seed, example,
-                                          mesh)
-    step_fn = jit_train_step(model, run.optim, shardings, mesh,
-                             micro_batches=run.train.micro_batches,
-                             label_smoothing=run.train.label_smoothing, z_loss=run.train.z_loss)
-    iterator = pipeline.iterator()
-    try:
+class BareStep:
+    """The config's compiled step with its own state and the pipeline's first warmup + steps
+    batches, all placed on the devices; `seconds()` times the timed batches' calls."""
+
+    def __init__(self, config: ml_collections.ConfigDict, warmup: int) -> None:
+        run, mesh, pipeline = trainer.setup(config)
+        rows = trainer.input_shard(run)[2]
+        model = build_model(run.model)
+        example = jax.device_put(pipeline.zero_batch(1))
+        self.state, shardings = create_train_state(model, make_optimizer(run.optim), run.seed,
+                                                   example, mesh)
+        step_fn = jit_train_step(model, run.optim, shardings, mesh,
+                                 micro_batches=run.train.micro_batches,
+                                 label_smoothing=run.train.label_smoothing,
+                                 z_loss=run.train.z_loss)
+        self.mesh = mesh
+        iterator = pipeline.iterator()
+        try:
+            with sharding.activate(mesh):
+                batches = [to_global_arrays({k: v[rows] for k, v in next(iterator).items()},
+                                            mesh) for _ in range(run.train.steps)]
+        finally:
+            iterator.close()
+        self.warmup, self.timed = batches[:warmup], batches[warmup:]
         with sharding.activate(mesh):
-            batches = [to_global_arrays({k: v[rows] for k, v in next(iterator).items()}, mesh)
-                       for _ in range(run.train.steps)]
-    finally:
-        iterator.close()
-    with sharding.activate(mesh):
-        compiled = step_fn.lower(state, batches[0]).compile()
-        for batch in batches[:warmup]:
-            state, metrics = compiled(state, batch)
-        jax.block_until_ready((state, metrics))
-        start = time.perf_counter()
-        for batch in batches[warmup:]:
-            state, metrics = compiled(state, batch)
-        jax.block_until_ready((state, metrics))
-        return time.perf_counter() - start
+            self.compiled = step_fn.lower(self.state, batches[0]).compile()
+        self._calls(self.warmup)
+
+    def _calls(self, batches: list[Any]) -> None:
+        with sharding.activate(self.mesh):
+            for batch in batches:
+                self.state, metrics = self.compiled(self.state, batch)
+            jax.block_until_ready((self.state, metrics))
+
+    def seconds(self) -> np.ndarray:
+        """(wall, CPU) seconds for one call per timed batch, back to back, blocking after the
+        last."""
+        start = clocks()
+        self._calls(self.timed)
+        return clocks() - start
 
 
 def loop_overhead(config: ml_collections.ConfigDict, steps: int, warmup: int, rounds: int
                   ) -> dict[str, Any]:
-    """Both sides `rounds` times, alternating; per side the median seconds per step. `config`
-    is changed to run the window (set_window)."""
+    """`rounds` rounds of bare, trainer, bare (see the module docstring); per side the median
+    seconds per step. `config` is changed to run the window (set_window)."""
     warmup = set_window(config, steps, warmup)
-    loop_s, bare_s = [], []
+    bare = BareStep(config, warmup)
+    loop_rounds, bare_rounds = [], []  # [rounds, (wall, cpu)] seconds per step
     summary = None
     for _ in range(rounds):
+        before = bare.seconds()
         with tempfile.TemporaryDirectory() as workdir:
             seconds, summary = time_trainer(config, warmup, workdir)
-        loop_s.append(seconds / steps)
-        bare_s.append(time_bare(config, warmup) / steps)
+        loop_rounds.append(seconds / steps)
+        bare_rounds.append((before + bare.seconds()) / 2 / steps)
+    (loop_s, loop_cpu), (bare_s, bare_cpu) = np.array(loop_rounds).T, np.array(bare_rounds).T
     tokens = summary.tokens_per_step
     loop, bare = float(np.median(loop_s)), float(np.median(bare_s))
-    side = lambda s, per_round: {"tokens_per_second": tokens / s, "step_ms": 1e3 * s,
-                                 "rounds_step_ms": [round(1e3 * x, 3) for x in per_round]}
+    side = lambda s, per_round, cpu: {"tokens_per_second": tokens / s, "step_ms": 1e3 * s,
+                                      "rounds_step_ms": [round(1e3 * x, 3) for x in per_round],
+                                      "cpu_ms_per_step": float(1e3 * np.median(cpu))}
     device = jax.devices()[0]
     return {
         "mode": "loop", "objective": config.objective, "family": config.model.family,
@@ -157,9 +185,10 @@ def loop_overhead(config: ml_collections.ConfigDict, steps: int, warmup: int, ro
         "seq_len": config.data.seq_len, "tokens_per_step": tokens, "steps": steps,
         "warmup_steps": warmup, "log_every": config.train.log_every, "rounds": rounds,
         "platform": device.platform, "device": device.device_kind, "devices": jax.device_count(),
-        "trainer": side(loop, loop_s), "bare": side(bare, bare_s),
+        "trainer": side(loop, loop_s, loop_cpu), "bare": side(bare, bare_s, bare_cpu),
         "host_overhead_ms_per_step": 1e3 * (loop - bare),
-        "device_wait_fraction": float(np.median([1 - b / s for s, b in zip(loop_s, bare_s)])),
+        "device_wait_fraction": float(np.median(1 - bare_s / loop_s)),
+        "host_cpu_ms_per_step": float(1e3 * np.median(loop_cpu - bare_cpu)),
         "trainer_logged_tokens_per_second": summary.train.get("tokens_per_second"),
     }
 
@@ -171,12 +200,15 @@ def format_loop(result: dict[str, Any]) -> str:
              f"{result['platform']} x{result['devices']}: {result['steps']} timed steps after "
              f"{result['warmup_steps']}, log every {result['log_every']}, {result['rounds']} "
              "round(s)",
-             f"{'':14s} {'tokens/s':>10s} {'ms/step':>9s}  rounds (ms/step)"]
+             f"{'':14s} {'tokens/s':>10s} {'ms/step':>9s} {'CPU ms/step':>11s}  "
+             "rounds (ms/step)"]
     for name in ("trainer", "bare"):
         r = result[name]
-        lines.append(f"{name:14s} {r['tokens_per_second']:10,.0f} {r['step_ms']:9.2f}  "
+        lines.append(f"{name:14s} {r['tokens_per_second']:10,.0f} {r['step_ms']:9.2f} "
+                     f"{r['cpu_ms_per_step']:11.2f}  "
                      + ", ".join(f"{x:.2f}" for x in r["rounds_step_ms"]))
-    lines.append(f"host overhead {result['host_overhead_ms_per_step']:.2f} ms per step; the "
+    lines.append(f"host overhead {result['host_overhead_ms_per_step']:.2f} ms per step "
+                 f"(wall), {result['host_cpu_ms_per_step']:.2f} ms of CPU time per step; the "
                  f"device waits for the host {100 * result['device_wait_fraction']:.1f}% of "
                  "each loop step (1 - bare / trainer, median of rounds)")
     return "\n".join(lines)
