@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxlm import flops, metrics, sharding
+from jaxlm import metrics, sharding
 from jaxlm.models import ModelConfig, build_model, get_preset, init_params
 from jaxlm.optim import OptimConfig, make_optimizer
 from jaxlm.train import TrainState, create_train_state, jit_train_step
