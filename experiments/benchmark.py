@@ -1,6 +1,6 @@
 """Benchmarks: `train` (the train step), `compile` (compile time vs depth), `pipeline` (input),
 `attention` (attention kernels), `loop` (the training loop's host overhead). The logic lives in
-jaxlm/bench/ (jaxlm.bench.cli parses this command line).
+jaxlm/bench/ (jaxlm.bench.commands parses this command line).
 
 Mode `train`: the full train step (forward, backward, AdamW; sharded and donated as in training)
 at a preset or custom shape, with tokens/s, MFU, compile seconds and step memory, as a table or
@@ -82,7 +82,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jaxlm.bench.cli import main  # noqa: E402
+from jaxlm.bench.commands import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

@@ -13,6 +13,7 @@ JAX initialises anything; argparse scripts get the same treatment through `Argum
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn
@@ -102,12 +103,13 @@ def config_sections_help(config: ml_collections.ConfigDict, documented_in: str) 
             "field is refused with the closest names.")
 
 
-def run_config_epilog(config: ml_collections.ConfigDict) -> str:
-    """--help epilog of scripts that read a run's saved config rather than take --config."""
+def run_config_epilog(config: ml_collections.ConfigDict,
+                      source: str = "a --workdir's config.json holds the resolved fields of the "
+                                    "run config") -> str:
+    """--help epilog of scripts that read run configs without a --config flag of their own."""
     sections = [key for key in config.keys() if isinstance(config[key], ml_collections.ConfigDict)]
-    return ("Run config: a --workdir's config.json holds the resolved fields of the run config, "
-            f"documented in jaxlm/config.py (sections: {', '.join(sections)}); "
-            "experiments/configs/*.py hold the per-objective presets.")
+    return (f"Run config: {source}, documented in jaxlm/config.py (sections: "
+            f"{', '.join(sections)}); experiments/configs/*.py hold the per-objective presets.")
 
 
 def define_config_flag(default: str, documented_in: str,
@@ -146,12 +148,37 @@ def _config_path(argv: Sequence[str], default: str) -> str:
     return path
 
 
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """`path/to/config.py[:arg]` -> its get_config(arg), read as `--config` reads it."""
+    return config_flags_lib.ConfigFileFlagParser(name="config").parse(spec)
+
+
 def _load_config(path: str) -> ml_collections.ConfigDict | None:
     try:
-        return config_flags_lib.ConfigFileFlagParser(name="config").parse(path)
-    except Exception as e:  # noqa: BLE001 - an unloadable file is reported by the caller.s message
-        import traceback; traceback.print_exc()
+        return load_config_file(path)
+    except Exception:  # noqa: BLE001 - an unloadable file is reported by the caller's message
         return None
+
+
+def apply_overrides(config: ml_collections.ConfigDict, assignments: Sequence[str]) -> None:
+    """Sets each `section.field=value` (a Python literal, else the string) on `config`;
+    an unknown field raises ValueError with the closest names."""
+    leaves = set(config_leaves(config))
+    for item in assignments:
+        path, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"{item!r}: expected section.field=value")
+        if path not in leaves:
+            raise ValueError(unknown_field_message(path, config))
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        *sections, field = path.split(".")
+        target = config
+        for section in sections:
+            target = target[section]
+        target[field] = value
 
 
 def flag_error_message(argv: Sequence[str], error: Exception,
@@ -213,7 +240,17 @@ class ArgumentParser(argparse.ArgumentParser):
             unknown = message.split(":", 1)[1].split()
             name = next((arg for arg in unknown if arg.startswith("-")), unknown[0])
             flag = name.split("=", 1)[0]
-            options = [o for action in self._actions for o in action.option_strings
-                       if o.startswith("--")]
+            options = _option_strings(self)
             message = f"unknown flag {flag}; did you mean {' or '.join(closest(flag, options))}?"
         self.exit(USAGE_EXIT, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    """Every --option of `parser` and of its sub-commands' parsers."""
+    options = []
+    for action in parser._actions:  # noqa: SLF001 - argparse has no public list of its actions
+        options += [o for o in action.option_strings if o.startswith("--")]
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for sub in action.choices.values():
+                options += _option_strings(sub)
+    return options

@@ -13,7 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from jaxlm.bench import attention, cli, loop, pipeline, report, step
+from jaxlm import cli as jaxlm_cli
+from jaxlm.bench import attention, commands, loop, pipeline, report, step
 from jaxlm.models import get_preset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,16 +115,16 @@ def quoted_commands(path):
 
 @pytest.mark.parametrize("path", ["README.md", "docs/performance.md", "experiments/benchmark.py"])
 def test_the_commands_the_docs_quote_parse(path):
-    commands = quoted_commands(path)
-    assert commands
-    parser = cli.build_parser()
-    for argv in commands:
+    quoted = quoted_commands(path)
+    assert quoted
+    parser = commands.build_parser()
+    for argv in quoted:
         args = parser.parse_args(argv)
-        assert args.mode in cli.MODES
+        assert args.mode in commands.MODES
 
 
 def test_every_mode_parses_its_flags():
-    parse = cli.build_parser().parse_args
+    parse = commands.build_parser().parse_args
     train = parse(["train", "--no-scan", "--compare-hf", "--from-hf", "--variant", "a:x=1",
                    "--variant", "b", "--remat", "full"])
     assert (train.scan, train.compare_hf, train.from_hf, train.variant, train.remat) == (
@@ -153,7 +154,7 @@ def test_variants_parse_into_model_config_changes():
 
 
 def test_shape_flags_override_the_preset_and_d_ff_follows_d_model():
-    args = cli.build_parser().parse_args(["train"] + SHAPE[:-4] + ["--seq_len", "2048",
+    args = commands.build_parser().parse_args(["train"] + SHAPE[:-4] + ["--seq_len", "2048",
                                                                    "--remat", "none"])
     cfg = step.model_config(args)
     assert (cfg.d_model, cfg.d_ff, cfg.num_layers, cfg.vocab_size) == (32, 128, 2, 128)
@@ -165,7 +166,7 @@ def test_shape_flags_override_the_preset_and_d_ff_follows_d_model():
 def test_hf_contenders_without_transformers_fail_in_one_line(capsys, monkeypatch, flag):
     monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers -> ImportError
     with pytest.raises(SystemExit) as exit_:
-        cli.main(["train"] + TINY + [flag])
+        commands.main(["train"] + TINY + [flag])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -173,21 +174,21 @@ def test_hf_contenders_without_transformers_fail_in_one_line(capsys, monkeypatch
 
 
 def test_loop_overrides_and_window():
-    config = loop.load_config(os.path.join(ROOT, "experiments/configs/clm.py") + ":tiny")
-    loop.apply_overrides(config, ["train.batch_size=8", "data.vocab=byte", "train.log_every=4"])
+    config = jaxlm_cli.load_config_file(os.path.join(ROOT, "experiments/configs/clm.py") + ":tiny")
+    jaxlm_cli.apply_overrides(config, ["train.batch_size=8", "data.vocab=byte", "train.log_every=4"])
     assert config.train.batch_size == 8 and config.data.vocab == "byte"
     assert loop.set_window(config, steps=6, warmup=5) == 8  # rounded up to a log step
     assert (config.train.steps, config.train.eval_every, config.checkpoint.every_steps) == (
         14, 0, 14)
     assert config.optim.warmup_steps == 14  # the tiny config's 50, cut to the run
     with pytest.raises(ValueError, match="section.field=value"):
-        loop.apply_overrides(config, ["train.batch_size"])
+        jaxlm_cli.apply_overrides(config, ["train.batch_size"])
 
 
 # --- every mode end to end ----------------------------------------------------------------------
 
 def test_train_mode_reports_every_contender(capsys):
-    result = cli.main(["train"] + TINY + ["--plain", "--variant", "logits:fused_loss=false"])
+    result = commands.main(["train"] + TINY + ["--plain", "--variant", "logits:fused_loss=false"])
     assert last_json(capsys) == json.loads(json.dumps(result))
     assert list(result["results"]) == ["jaxlm", "logits", "jaxlm-plain"]
     for row in result["results"].values():
@@ -201,22 +202,22 @@ def test_train_mode_reports_every_contender(capsys):
 
 def test_train_mode_compares_with_transformers(capsys):
     pytest.importorskip("transformers")
-    result = cli.main(["train"] + TINY + ["--compare-hf"])
+    result = commands.main(["train"] + TINY + ["--compare-hf"])
     assert set(result["results"]) == {"jaxlm", "hf"}
     assert "jaxlm / hf: tokens/s" in report.format_table(result)
 
 
 def test_compile_mode_reports_each_depth(capsys):
-    result = cli.main(["compile"] + SHAPE + ["--layers", "1", "2", "--repeats", "1", "--json"])
+    result = commands.main(["compile"] + SHAPE + ["--layers", "1", "2", "--repeats", "1", "--json"])
     assert last_json(capsys)["compile_seconds"].keys() == {"1", "2"}
     assert all(set(row) == {"jaxlm"} for row in result["compile_seconds"].values())
-    cli.main(["compile"] + SHAPE + ["--layers", "1", "2", "--repeats", "1"])
+    commands.main(["compile"] + SHAPE + ["--layers", "1", "2", "--repeats", "1"])
     assert re.match(r"jaxlm +compile L1: [\d.]+s, L2: [\d.]+s; L2 / L1 = [\d.]+x$",
                     capsys.readouterr().out.strip())
 
 
 def test_attention_mode_runs_the_kernels_this_platform_has(capsys):
-    result = cli.main(["attention", "--batch_size", "2", "--seq_len", "8", "--num_heads", "2",
+    result = commands.main(["attention", "--batch_size", "2", "--seq_len", "8", "--num_heads", "2",
                        "--head_dim", "4", "--dtype", "float32", "--repeats", "1"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "cuDNN kernels skipped: not a GPU"
@@ -227,7 +228,7 @@ def test_attention_mode_runs_the_kernels_this_platform_has(capsys):
 
 
 def test_pipeline_mode_reports_tokens_and_padding(capsys, corpus_dir):
-    result = cli.main(["pipeline", "--objective", "span_corruption", "--seq_len", "64",
+    result = commands.main(["pipeline", "--objective", "span_corruption", "--seq_len", "64",
                        "--batch_size", "4", "--batches", "2", "--warmup", "1",
                        "--data_dir", corpus_dir, "--json"])
     assert last_json(capsys) == json.loads(json.dumps(result))
@@ -240,7 +241,7 @@ def test_pipeline_mode_reports_tokens_and_padding(capsys, corpus_dir):
 
 
 def test_loop_mode_times_the_trainer_and_the_bare_step(capsys, corpus_dir):
-    result = cli.main(["loop", "--set", f"data.data_dir={corpus_dir}", "--set",
+    result = commands.main(["loop", "--set", f"data.data_dir={corpus_dir}", "--set",
                        "train.batch_size=8", "--set", "data.seq_len=32", "--set",
                        "data.shuffle_buffer=64", "--set", "data.window=32", "--set",
                        "train.log_every=1", "--steps", "2", "--warmup", "1", "--rounds", "1"])

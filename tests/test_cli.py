@@ -154,6 +154,10 @@ def test_pretrain_misspelled_field_is_one_line_and_exit_2(tmp_path):
      "finetune.py: error: unknown flag --lerning_rate; did you mean --learning_rate?"),
     ("generate.py", ["--workdir=unused", "--prompt=a", "--temprature=1"],
      "generate.py: error: unknown flag --temprature; did you mean --temperature?"),
+    ("benchmark.py", ["train", "--num_layrs", "2"],
+     "benchmark.py: error: unknown flag --num_layrs; did you mean --num_layers?"),
+    ("benchmark.py", ["loop", "--set", "optim.lr=0.1"],
+     "benchmark.py loop: config error: unknown field optim.lr; did you mean optim.learning_rate?"),
 ])
 def test_scripts_refuse_unknown_names_in_one_line(script, args, line):
     result = _run(script, *args)
@@ -165,6 +169,7 @@ def test_scripts_refuse_unknown_names_in_one_line(script, args, line):
     ("compare_objectives.py", "Sections: data, finetune, mesh, model, pretrain"),
     ("finetune.py", "documented in jaxlm/config.py (sections: checkpoint, data, mesh, model"),
     ("generate.py", "documented in jaxlm/config.py (sections: checkpoint, data, mesh, model"),
+    ("benchmark.py", "documented in jaxlm/config.py (sections: checkpoint, data, mesh, model"),
 ])
 def test_help_names_the_config_sections_and_their_file(script, needle):
     result = _run(script, "--help")

@@ -29,8 +29,6 @@ CPU backend, where the step itself is CPU time on both sides, it is robust to th
 from __future__ import annotations
 
 import argparse
-import ast
-import importlib.util
 import json
 import math
 import re
@@ -54,34 +52,6 @@ PROGRESS = re.compile(r"step (\d+)/\d+")
 def clocks() -> np.ndarray:
     """(wall, process CPU) seconds: CPU time is every thread's user + system time."""
     return np.array([time.perf_counter(), time.process_time()])
-
-
-def load_config(spec: str) -> ml_collections.ConfigDict:
-    """`path/to/config.py[:arg]` -> its get_config(arg), as pretrain.py's --config reads it."""
-    path, _, arg = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location("benchmark_loop_config", path)
-    if module_spec is None:
-        raise FileNotFoundError(f"--config {spec!r}: no Python file at {path!r}")
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
-
-
-def apply_overrides(config: ml_collections.ConfigDict, assignments: list[str]) -> None:
-    """Sets each `section.field=value` (a Python literal, else the string)."""
-    for item in assignments:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set {item!r}: expected section.field=value")
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text
-        *sections, field = key.split(".")
-        target = config
-        for section in sections:
-            target = target[section]
-        target[field] = value
 
 
 def set_window(config: ml_collections.ConfigDict, steps: int, warmup: int) -> int:
@@ -216,8 +186,7 @@ def format_loop(result: dict[str, Any]) -> str:
 
 def run_loop(args: argparse.Namespace) -> dict[str, Any]:
     """The `loop` mode: --config with --set overrides, measured and printed."""
-    config = load_config(args.config)
-    apply_overrides(config, args.set)
+    config = args.config_dict  # loaded and overridden by the command line
     result = loop_overhead(config, args.steps, args.warmup, args.rounds)
     result["config"] = args.config
     print(json.dumps(result) if args.json else format_loop(result))

@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from jaxlm.config import NATURAL_FAMILY, ConfigError
+from jaxlm import cli
+from jaxlm.config import NATURAL_FAMILY, ConfigError, get_config
 
 FAMILIES = ("decoder", "encoder", "encoder_decoder")
 DEFAULT_LOOP_CONFIG = f"{Path(__file__).resolve().parents[2] / 'experiments/configs/clm.py'}:tiny"
@@ -96,8 +97,10 @@ def _loop_flags(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Every mode and its flags."""
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="benchmark.py",
+        epilog=cli.run_config_epilog(get_config(), "the loop mode's --config file and its "
+                                     "--set SECTION.FIELD=VALUE overrides"),
         description="jaxlm benchmarks: train step, compile time, input pipeline, attention "
                     "kernels, training-loop overhead")
     modes = parser.add_subparsers(dest="mode", required=True)
@@ -139,6 +142,12 @@ def main(argv: list[str] | None = None) -> Any:
         except MissingDependency as error:
             parser.exit(2, f"{parser.prog} {args.mode}: error: {error}\n")
     module, function = MODES[args.mode]
+    if args.mode == "loop":  # its config errors come first, before anything compiles
+        try:
+            args.config_dict = cli.load_config_file(args.config)
+            cli.apply_overrides(args.config_dict, args.set)
+        except ValueError as error:
+            parser.exit(2, f"{parser.prog} loop: config error: {error}\n")
     try:
         return getattr(importlib.import_module(f"jaxlm.bench.{module}"), function)(args)
     except ConfigError as error:  # the loop's config, named field and value
