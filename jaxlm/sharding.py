@@ -201,10 +201,9 @@ def optimizer_state_axes(opt_state: Any, boxed_params: Any) -> Any:
     a factored moment (Adafactor's v_row / v_col: one dimension reduced away) keeps the axes of
     the dimensions it keeps; counters, scalars and placeholders stay unboxed (replicated).
     """
-    is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)  # noqa: E731
-    params = {tuple(path): box for path, box in
-              jax.tree_util.tree_flatten_with_path(boxed_params, is_leaf=is_box)[0]
-              if isinstance(box, nn.LogicallyPartitioned)}
+    flat = jax.tree_util.tree_flatten_with_path(
+        boxed_params, is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))[0]
+    params = {tuple(path): box for path, box in flat if isinstance(box, nn.LogicallyPartitioned)}
 
     def box(path: tuple[Any, ...], leaf: Any) -> Any:
         for start in range(len(path)):  # the longest suffix that is a parameter's path

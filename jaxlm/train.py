@@ -131,14 +131,15 @@ def jit_train_step(model: nn.Module, optim_cfg: OptimConfig, state_shardings: An
                    fused_loss: bool = True, rules: sharding.Rules = sharding.DEFAULT_RULES):
     """train_step jitted with explicit in/out shardings and the state donated; the model's
     logical constraints resolve with `rules`."""
-    partial = functools.partial(train_step, model=model, optimizer=make_optimizer(optim_cfg),
-                                optim_cfg=optim_cfg, micro_batches=micro_batches,
-                                label_smoothing=label_smoothing, z_loss=z_loss,
-                                fused_loss=fused_loss)
+    step = functools.partial(train_step, model=model, optimizer=make_optimizer(optim_cfg),
+                             optim_cfg=optim_cfg, micro_batches=micro_batches,
+                             label_smoothing=label_smoothing, z_loss=z_loss,
+                             fused_loss=fused_loss)
 
-    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, Array]]:
+    def step_with_rules(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, Array]]:
         with nn.logical_axis_rules(rules):  # traced here, whatever rules the caller has in scope
-            return partial(state, batch)
+            return step(state, batch)
+
     replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.jit(step, in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+    return jax.jit(step_with_rules, in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
                    out_shardings=(state_shardings, replicated), donate_argnums=0)
