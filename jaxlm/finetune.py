@@ -164,7 +164,8 @@ def finetune(model_cfg: ModelConfig, params: Any | None, task: Task, *, steps: i
              batch_size: int = 32, learning_rate: float = 1e-3, seed: int = 0,
              eval_every: int = 50, dropout: float = 0.1, weight_decay: float = 0.01,
              warmup_fraction: float = 0.1, pooling: str | None = None, mesh: Mesh | None = None,
-             log: Callable[[str], None] | None = print) -> FinetuneResult:
+             log: Callable[[str], None] | None = print,
+             rules: sharding.Rules = sharding.DEFAULT_RULES) -> FinetuneResult:
     """Fine-tunes `params` (None: the no-pretraining baseline, a random init from `seed`) with a
     fresh classification head on `task.train`; accuracy on `task.eval` every `eval_every` steps
     and after the last. `log` (default print) gets one progress line per eval; None: silent."""
@@ -186,7 +187,8 @@ def finetune(model_cfg: ModelConfig, params: Any | None, task: Task, *, steps: i
                             warmup_steps=int(round(warmup_fraction * steps)), total_steps=steps,
                             final_lr_fraction=0.0, b1=0.9, b2=0.999, eps=1e-8,
                             weight_decay=weight_decay, grad_clip_norm=1.0)
-    fns = _compiled(cfg, task.num_classes, pooling, optim_cfg, mesh, batch_size, task.seq_len)
+    fns = _compiled(cfg, task.num_classes, pooling, optim_cfg, mesh, batch_size, task.seq_len,
+                    rules)
     state = fns.init(seed, params)
     num_params = sum(int(x.size) for x in jax.tree.leaves(state.params))
 
@@ -311,7 +313,8 @@ class _Fns:
 
 @functools.lru_cache(maxsize=8)
 def _compiled(cfg: ModelConfig, num_classes: int, pooling: str, optim_cfg: OptimConfig,
-              mesh: Mesh, batch_size: int, seq_len: int) -> _Fns:
+              mesh: Mesh, batch_size: int, seq_len: int,
+              rules: sharding.Rules = sharding.DEFAULT_RULES) -> _Fns:
     """Init, train and eval functions for one architecture and set-up, jitted with shardings."""
     model = Classifier(cfg, num_classes, pooling)
     optimizer = make_optimizer(optim_cfg)
@@ -329,9 +332,9 @@ def _compiled(cfg: ModelConfig, num_classes: int, pooling: str, optim_cfg: Optim
         return TrainState(step=jnp.zeros((), jnp.int32), params=boxed,
                           opt_state=optimizer.init(boxed), rng=jax.random.key_data(dropout_key))
 
-    with sharding.activate(mesh):
+    with sharding.activate(mesh, rules):
         abstract = jax.eval_shape(init_boxed, 0, None)
-        state_shardings = sharding.tree_shardings(abstract, mesh)
+        state_shardings = sharding.tree_shardings(abstract, mesh, rules)
     backbone_abstract = sharding.unbox_values(abstract.params["backbone"])
     replicated = NamedSharding(mesh, PartitionSpec())
     batch_sharding = sharding.batch_sharding(mesh)
@@ -343,7 +346,7 @@ def _compiled(cfg: ModelConfig, num_classes: int, pooling: str, optim_cfg: Optim
                               out_shardings=state_shardings)
 
     def init(seed: int, pretrained: Any | None) -> TrainState:
-        with sharding.activate(mesh):
+        with sharding.activate(mesh, rules):
             if pretrained is None:
                 return init_scratch(jnp.int32(seed))
             pretrained = _match_backbone(pretrained, backbone_abstract)
@@ -372,11 +375,11 @@ def _compiled(cfg: ModelConfig, num_classes: int, pooling: str, optim_cfg: Optim
                        out_shardings=replicated)
 
     def run_train(state: TrainState, batch: dict) -> tuple[TrainState, Array]:
-        with sharding.activate(mesh):
+        with sharding.activate(mesh, rules):
             return jit_train(state, batch)
 
     def run_eval(params: Any, batch: dict) -> Array:
-        with sharding.activate(mesh):
+        with sharding.activate(mesh, rules):
             return jit_eval(params, batch)
 
     def put(batch: dict) -> dict:
@@ -416,7 +419,8 @@ def _match_backbone(pretrained: Any, abstract: Any) -> Any:
 
 
 def load_pretrained(workdir: str, step: int | None = None,
-                    mesh: Mesh | None = None) -> tuple[ModelConfig, Any]:
+                    mesh: Mesh | None = None,
+                    rules: sharding.Rules = sharding.DEFAULT_RULES) -> tuple[ModelConfig, Any]:
     """(ModelConfig, params) of a trainer run directory's checkpoint (the newest without `step`).
 
     Only the params are read (a partial Orbax restore of the `state` item): the optimizer state,
@@ -444,7 +448,7 @@ def load_pretrained(workdir: str, step: int | None = None,
         model = build_model(cfg)
         boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), _init_batch(cfg))["params"])
         mesh = mesh or sharding.make_mesh(-1, 1, 1)
-        shardings = sharding.tree_shardings(boxed, mesh)
+        shardings = sharding.tree_shardings(boxed, mesh, rules)
         abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                 sharding.unbox_values(boxed), shardings)
         restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(

@@ -38,15 +38,17 @@ def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation
                        rules: sharding.Rules = sharding.DEFAULT_RULES) -> tuple[TrainState, Any]:
     """A train state initialised straight into its shardings; returns (state, state_shardings).
 
-    The optimizer state is built from the logically boxed params, so its moments inherit the
-    params' logical axes and shard the same way.
+    The optimizer state is built from the unboxed params (Adafactor's factored moments have
+    fewer dimensions than their parameter's logical axes); sharding.optimizer_state_axes then
+    gives each moment the axes of its parameter that it keeps, so it shards the same way.
     """
     init_key, dropout_key = jax.random.split(jax.random.key(seed))
 
     def init() -> TrainState:
         params = init_params(model, init_key, example_batch)
+        opt_state = optimizer.init(sharding.unbox_values(params))
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                          opt_state=optimizer.init(params),
+                          opt_state=sharding.optimizer_state_axes(opt_state, params),
                           rng=jax.random.key_data(dropout_key))
 
     return sharding.init_sharded(init, mesh, rules)
@@ -126,12 +128,18 @@ def eval_step(params: Any, batch: Batch, *, model: nn.Module,
 
 def jit_train_step(model: nn.Module, optim_cfg: OptimConfig, state_shardings: Any, mesh: Mesh,
                    micro_batches: int = 1, label_smoothing: float = 0.0, z_loss: float = 0.0,
-                   fused_loss: bool = True):
-    """train_step jitted with explicit in/out shardings and the state donated."""
+                   fused_loss: bool = True, rules: sharding.Rules = sharding.DEFAULT_RULES):
+    """train_step jitted with explicit in/out shardings and the state donated; the model's
+    logical constraints resolve with `rules`."""
     step = functools.partial(train_step, model=model, optimizer=make_optimizer(optim_cfg),
                              optim_cfg=optim_cfg, micro_batches=micro_batches,
                              label_smoothing=label_smoothing, z_loss=z_loss,
                              fused_loss=fused_loss)
+
+    def step_with_rules(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, Array]]:
+        with nn.logical_axis_rules(rules):  # traced here, whatever rules the caller has in scope
+            return step(state, batch)
+
     replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.jit(step, in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+    return jax.jit(step_with_rules, in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
                    out_shardings=(state_shardings, replicated), donate_argnums=0)
