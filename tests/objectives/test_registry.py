@@ -118,3 +118,40 @@ def test_unknown_objective_names_valid_ones():
     msg = str(e.value)
     assert "electra" in msg
     assert all(name in msg for name in O.OBJECTIVES)
+
+
+def test_the_table_is_consistent():
+    from jaxlm import config as config_lib
+    from jaxlm import conventions
+
+    assert config_lib.NATURAL_FAMILY is O.NATURAL_FAMILY
+    assert O.NATURAL_FAMILY == {"clm": "decoder", "mlm": "encoder",
+                                "span_corruption": "encoder_decoder", "prefix_lm": "decoder",
+                                "ul2": "encoder_decoder"}
+    for name, forms in O.FAMILY_FORMS.items():
+        assert O.families(name)[0] == O.NATURAL_FAMILY[name]
+        for family, form in forms.items():
+            assert family in conventions.FAMILIES
+            assert O.FORMS[form].family == family and O.form_name(name, family) == form
+    for form in O.FORMS.values():
+        assert form.packing in O.PACKINGS
+        streams = {k.split("_", 1)[0] for k in form.features}
+        assert streams == ({"decoder"} if form.family == "decoder" else
+                           {"encoder"} if form.family == "encoder" else {"encoder", "decoder"})
+    assert set(O.OUTPUT_KEYS) == set(O.FORMS)
+
+
+def test_vocabulary_kwargs_per_form():
+    from jaxlm.data.tokenizer import ByteVocabulary
+
+    byte = ByteVocabulary()
+    assert O.objective_vocab_kwargs("clm", byte) == {}
+    assert O.objective_vocab_kwargs("prefix_lm", byte) == {"eos_id": 1}
+    mlm = O.objective_vocab_kwargs("mlm", byte)
+    assert (mlm["vocab_size"], mlm["mask_id"]) == (384, byte.mask_id)
+    assert set(mlm["special_ids"]) == set(range(384)) - set(byte.regular_ids)
+    assert O.objective_vocab_kwargs("mlm_encoder_decoder", byte) == mlm
+    assert O.objective_vocab_kwargs("ul2", byte) == {"vocab_size": 384,
+                                                     "mode_ids": byte.mode_ids, "eos_id": 1}
+    for name in O.FORMS:  # every form binds with only its vocabulary kwargs
+        O.get_objective(name, **O.objective_vocab_kwargs(name, byte))
