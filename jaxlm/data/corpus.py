@@ -46,7 +46,7 @@ import tensorflow_datasets as tfds
 
 from jaxlm.data.tfcompat import import_tf
 
-import_tf()  # hide GPUs from TensorFlow before it can initialize them
+import_tf()  # hide the accelerators from TensorFlow before tfds can initialize them
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ ByteVocabulary (no training):
     0 pad, 1 eos, 2 unk, 3 [MASK], 4 [NLU], 5 [S2S], 6 [NLG], 7..262 the bytes 0..255,
     263..283 unused, 284..383 sentinels (<extra_id_99> .. <extra_id_0>); vocab_size 384.
 
-SentencePieceVocabulary, trained here (`train_sentencepiece`, `get_or_train_sentencepiece`):
+SentencePieceVocabulary (sentencepiece_vocab.py), trained by `train_sentencepiece` /
+`get_or_train_sentencepiece`:
     pieces 0..vocab_size-101 are the SentencePiece model: 0 <pad>, 1 </s>, 2 <unk>, 3 [MASK],
     4 [NLU], 5 [S2S], 6 [NLG] (user-defined symbols: the literal text "[MASK]" encodes to the mask
     id), 7..262 byte-fallback pieces <0x00>..<0xFF> (nothing maps to unk), then the learned pieces;

@@ -1,4 +1,4 @@
-"""Tests for jaxlm.data.layout: the forms, lengths, packings and features per objective and family."""
+"""Tests for jaxlm.data.layout: form, lengths, packing and features per objective and family."""
 
 import pytest
 

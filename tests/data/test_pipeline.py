@@ -162,7 +162,8 @@ def test_two_processes_disjoint_and_cover(data_dir):
     assert max(len(d) for d in val0 + val1) > 3 * SEQ  # long documents came back whole
 
 
-# ----------------------------------------------------------------------------------------------# Eval
+# ----------------------------------------------------------------------------------------------
+# Eval
 
 
 def test_eval_concat_keeps_the_remainder_and_examples_match_the_objective(data_dir):
