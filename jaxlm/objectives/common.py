@@ -7,7 +7,7 @@ and after a restart.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,8 @@ import numpy as np
 from jaxlm.conventions import EOS_ID, NUM_SENTINELS, PAD_ID, UNK_ID
 
 Features = dict[str, np.ndarray]
+# (seq_len, objective kwargs) -> (raw tokens per example, {stream: row length}), streams in order.
+Lengths = Callable[[int, Mapping[str, Any]], tuple[int, dict[str, int]]]
 
 # Independent random streams per use, so that e.g. the UL2 denoiser choice and the chosen
 # denoiser's own noise never share random numbers even though they share the example seed.
@@ -101,7 +103,7 @@ def eos_vocab_kwargs(vocab: Any) -> dict[str, Any]:
     return {"eos_id": vocab.eos_id}
 
 
-def same_lengths(stream: str) -> Any:
+def same_lengths(stream: str) -> Lengths:
     """Lengths of an objective whose output is as long as its input, in one stream."""
 
     def lengths(seq_len: int, kwargs: Mapping[str, Any]) -> tuple[int, dict[str, int]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from jaxlm.conventions import FAMILIES
 from jaxlm.objectives import denoising, lm, masking, mixtures
 from jaxlm.objectives.common import (
     Features,
+    Lengths,
     eos_vocab_kwargs,
     no_vocab_kwargs,
     pair_lengths,
@@ -27,7 +28,6 @@ from jaxlm.objectives.common import (
 )
 
 PACKINGS = ("concat", "greedy", "none")
-Lengths = Callable[[int, Mapping[str, Any]], tuple[int, dict[str, int]]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,23 +56,33 @@ _ENCODER = ("encoder_input_tokens", "encoder_target_tokens", "encoder_loss_weigh
 _ENC_DEC = ("encoder_input_tokens", *_DECODER)
 
 FORMS: dict[str, Form] = {
-    "clm": Form(lm.clm, "decoder", _DECODER, same_lengths("decoder"), "concat", False,
-                no_vocab_kwargs),
-    "mlm": Form(masking.mlm, "encoder", _ENCODER, same_lengths("encoder"), "concat", False,
-                masking.mlm_vocab_kwargs),
-    "span_corruption": Form(denoising.span_corruption, "encoder_decoder", _ENC_DEC,
-                            denoising.span_corruption_stream_lengths, "concat", True,
-                            denoising.span_corruption_vocab_kwargs),
-    "prefix_lm": Form(lm.prefix_lm, "decoder", (*_DECODER, "decoder_causal_attention"),
-                      same_lengths("decoder"), "greedy", False, eos_vocab_kwargs),
+    "clm": Form(
+        fn=lm.clm, family="decoder", features=_DECODER, lengths=same_lengths("decoder"),
+        packing="concat", adds_eos=False, vocab_kwargs=no_vocab_kwargs),
+    "mlm": Form(
+        fn=masking.mlm, family="encoder", features=_ENCODER, lengths=same_lengths("encoder"),
+        packing="concat", adds_eos=False, vocab_kwargs=masking.mlm_vocab_kwargs),
+    "span_corruption": Form(
+        fn=denoising.span_corruption, family="encoder_decoder", features=_ENC_DEC,
+        lengths=denoising.span_corruption_stream_lengths, packing="concat", adds_eos=True,
+        vocab_kwargs=denoising.span_corruption_vocab_kwargs),
+    "prefix_lm": Form(
+        fn=lm.prefix_lm, family="decoder", features=(*_DECODER, "decoder_causal_attention"),
+        lengths=same_lengths("decoder"), packing="greedy", adds_eos=False,
+        vocab_kwargs=eos_vocab_kwargs),
     # The encoder-decoder form of prefix LM, for encoder-decoder models.
-    "prefix_lm_encoder_decoder": Form(lm.prefix_lm_encoder_decoder, "encoder_decoder", _ENC_DEC,
-                                      pair_lengths, "greedy", True, eos_vocab_kwargs),
+    "prefix_lm_encoder_decoder": Form(
+        fn=lm.prefix_lm_encoder_decoder, family="encoder_decoder", features=_ENC_DEC,
+        lengths=pair_lengths, packing="greedy", adds_eos=True, vocab_kwargs=eos_vocab_kwargs),
     # The encoder-decoder form of MLM (T5's "BERT-style").
-    "mlm_encoder_decoder": Form(masking.mlm_encoder_decoder, "encoder_decoder", _ENC_DEC,
-                                pair_lengths, "concat", True, masking.mlm_vocab_kwargs),
-    "ul2": Form(mixtures.ul2, "encoder_decoder", _ENC_DEC, mixtures.ul2_stream_lengths, "greedy",
-                True, mixtures.ul2_vocab_kwargs),
+    "mlm_encoder_decoder": Form(
+        fn=masking.mlm_encoder_decoder, family="encoder_decoder", features=_ENC_DEC,
+        lengths=pair_lengths, packing="concat", adds_eos=True,
+        vocab_kwargs=masking.mlm_vocab_kwargs),
+    "ul2": Form(
+        fn=mixtures.ul2, family="encoder_decoder", features=_ENC_DEC,
+        lengths=mixtures.ul2_stream_lengths, packing="greedy", adds_eos=True,
+        vocab_kwargs=mixtures.ul2_vocab_kwargs),
 }
 
 # The objectives a config may name (config.objective): family -> form, natural family first.
