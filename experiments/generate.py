@@ -43,7 +43,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxlm import cli, generate  # noqa: E402
 from jaxlm import config as config_lib  # noqa: E402
-from jaxlm.data.tokenizer import ByteVocabulary, MODE_TOKENS, SentencePieceVocabulary  # noqa: E402
+from jaxlm.data.sentencepiece_vocab import SentencePieceVocabulary  # noqa: E402
+from jaxlm.data.tokenizer import ByteVocabulary, MODE_TOKENS  # noqa: E402
 from jaxlm.finetune import load_pretrained  # noqa: E402
 from jaxlm.models import build_model, param_count  # noqa: E402
 

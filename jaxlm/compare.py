@@ -36,10 +36,12 @@ import ml_collections
 import numpy as np
 
 from jaxlm import config as config_lib
+from jaxlm import objectives as objectives_lib
 from jaxlm import trainer
 
-NATURAL = ("clm", "mlm", "span_corruption", "prefix_lm", "ul2")
-ENCODER_DECODER_FORMS = ("mlm", "span_corruption", "prefix_lm", "ul2")
+NATURAL = objectives_lib.OBJECTIVES
+ENCODER_DECODER_FORMS = tuple(
+    n for n in NATURAL if "encoder_decoder" in objectives_lib.families(n))
 
 
 def get_config() -> ml_collections.ConfigDict:

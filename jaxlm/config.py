@@ -20,8 +20,7 @@ from jaxlm import sharding
 from jaxlm.optim import AdafactorConfig, OptimConfig
 
 # The family each objective trains when model.family is None (the natural pairing).
-NATURAL_FAMILY = {"clm": "decoder", "prefix_lm": "decoder", "mlm": "encoder",
-                  "span_corruption": "encoder_decoder", "ul2": "encoder_decoder"}
+NATURAL_FAMILY = objectives_lib.NATURAL_FAMILY
 
 # Objective options a user can set, per objective (the vocabulary-derived ones come from data).
 OBJECTIVE_OPTIONS = {
@@ -256,12 +255,12 @@ def objective_options(config: ml_collections.ConfigDict, objective: str) -> dict
     if objective == "ul2":
         options = {"denoisers": parse_denoisers(options["denoisers"])}
     # Check with a stand-in vocabulary (the byte one's ids); the pipeline re-checks with the real.
-    from jaxlm.data.packing import _vocab_kwargs
     from jaxlm.data.tokenizer import ByteVocabulary
 
     try:
-        objectives_lib.get_objective(objective, **_vocab_kwargs(objective, ByteVocabulary()),
-                                     **options)
+        objectives_lib.get_objective(
+            objective, **objectives_lib.objective_vocab_kwargs(objective, ByteVocabulary()),
+            **options)
     except ValueError as error:
         message = str(error)
         field = message.split()[0].split("=")[0] if message else ""

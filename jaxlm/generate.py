@@ -32,10 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlm.conventions import EOS_ID, PAD_ID
 from jaxlm.models import init_decode_cache
 
 Array = jax.Array
-PAD_ID, EOS_ID = 0, 1
 # Markers understood by `encode_text`: T5 sentinels and the MLM mask token.
 MARKER_RE = re.compile(r"<extra_id_(\d+)>|\[MASK\]")
 

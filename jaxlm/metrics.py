@@ -98,7 +98,7 @@ class MetricsWriter:
         if self.enabled:
             os.makedirs(workdir, exist_ok=True)
             self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
-            from jaxlm.data.tokenizer import import_tf  # TensorFlow with every accelerator hidden
+            from jaxlm.data.tfcompat import import_tf  # TensorFlow with every accelerator hidden
             self._tf = import_tf()
             self._tensorboard = {split: self._tf.summary.create_file_writer(
                 os.path.join(workdir, split)) for split in ("train", "eval")}

@@ -1,6 +1,10 @@
 """Test set-up: 8 fake CPU devices, configured before jax is imported anywhere."""
 
+import fcntl
 import os
+import socket
+
+import pytest
 
 # Must run before the first `import jax`: pytest imports conftest.py before any test module.
 os.environ["XLA_FLAGS"] = (
@@ -10,3 +14,44 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # TensorFlow (tf.data only) must never grab an accelerator or flood the log.
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def forbid_network(mp: pytest.MonkeyPatch) -> None:
+    """Any socket connection fails the test: the offline corpus and pipeline never go online."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access in an offline test")
+
+    mp.setattr(socket.socket, "connect", refuse)
+    mp.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    forbid_network(monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory) -> str:
+    """A TFDS data_dir holding the offline default corpus (stdlib_docs), built once per run.
+
+    Built the way a run builds it, `load_builder` preparing it on first use, with the network
+    refused. Under pytest-xdist the workers share one build: the first takes a file lock and
+    builds, the others wait and reuse it.
+    """
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # worker temp dirs sit inside the run's own
+        base = base.parent
+    path = base / "stdlib_corpus"
+    with open(base / "stdlib_corpus.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            from jaxlm.data.sources import DataConfig, load_builder
+
+            with pytest.MonkeyPatch.context() as mp:
+                forbid_network(mp)
+                # The default corpus is prepared on first use (prepare_default_corpus), not refused.
+                assert load_builder(DataConfig(data_dir=str(path))).is_prepared()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return str(path)

@@ -16,15 +16,6 @@ from jaxlm import cli
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def corpus_dir(tmp_path_factory):
-    from jaxlm.data.corpus import prepare_default_corpus
-
-    path = str(tmp_path_factory.mktemp("tfds"))
-    prepare_default_corpus(path)
-    return path
-
-
 def _config_files() -> list[str]:
     files = [os.path.join(ROOT, "jaxlm", "config.py"), os.path.join(ROOT, "jaxlm", "compare.py")]
     for path in sorted(glob.glob(os.path.join(ROOT, "experiments", "configs", "*.py"))):

@@ -37,11 +37,8 @@ def test_unknown_objective_is_refused():
         compare.plan(c)
 
 
-def test_a_small_comparison_writes_its_report_and_resumes(tmp_path):
-    from jaxlm.data.corpus import prepare_default_corpus
-
-    data_dir = str(tmp_path / "tfds")
-    prepare_default_corpus(data_dir)
+def test_a_small_comparison_writes_its_report_and_resumes(tmp_path, corpus_dir):
+    data_dir = corpus_dir
     c = compare.get_config()
     c.objectives = "clm,span_corruption"
     c.model.update(d_model=32, num_heads=2, d_ff=128, num_layers=2)

@@ -18,15 +18,6 @@ TINY = ["--config.model.preset=tiny", "--config.train.batch_size=8", "--config.d
         "--config.data.window=64", "--config.train.eval_batches=2"]
 
 
-@pytest.fixture(scope="module")
-def corpus_dir(tmp_path_factory):
-    from jaxlm.data.corpus import prepare_default_corpus
-
-    path = str(tmp_path_factory.mktemp("tfds"))
-    prepare_default_corpus(path)
-    return path
-
-
 def command(workdir, corpus_dir, *flags, devices=1):
     return [sys.executable, SCRIPT, f"--workdir={workdir}", f"--num_cpu_devices={devices}",
             f"--config.data.data_dir={corpus_dir}", *TINY, *flags]

@@ -15,15 +15,6 @@ from jaxlm import trainer
 from jaxlm.checkpoint import Checkpointer
 
 
-@pytest.fixture(scope="session")
-def corpus_dir(tmp_path_factory):
-    from jaxlm.data.corpus import prepare_default_corpus
-
-    path = str(tmp_path_factory.mktemp("tfds"))
-    prepare_default_corpus(path)
-    return path
-
-
 def tiny_config(corpus_dir, objective="clm", /, **overrides):
     """The acceptance setting: tiny preset, batch 8, seq_len 64, logging every step."""
     config = config_lib.get_config()

@@ -41,8 +41,9 @@ from typing import Any
 
 import numpy as np
 
+from jaxlm.conventions import EOS_ID, PAD_ID
 from jaxlm.data import corpus
-from jaxlm.data.tokenizer import EOS_ID, PAD_ID, Vocabulary, get_vocabulary
+from jaxlm.data.tokenizer import Vocabulary, get_vocabulary
 
 DEFAULT_TASK = "stdlib_modules"
 # The ten top-level modules with the most documents in the default corpus on Python 3.11, most

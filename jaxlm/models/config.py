@@ -8,7 +8,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
-FAMILIES = ("decoder", "encoder", "encoder_decoder")
+from jaxlm.conventions import FAMILIES
+
 POSITIONS = ("learned", "sinusoidal", "rotary", "relative", "none")
 NORMS = ("layernorm", "rmsnorm")
 NORM_POSITIONS = ("pre", "post")

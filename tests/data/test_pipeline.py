@@ -1,125 +1,15 @@
-"""Tests for jaxlm.data.pipeline / packing: features per objective, determinism, per-host split,
-exact resumption, no lost tokens, errors, global arrays. Byte vocabulary, seq_len 64, small batches.
+"""Tests for jaxlm.data.pipeline: features per objective, determinism, per-host split, no lost
+tokens, eval batches, errors, global arrays. Byte vocabulary, seq_len 64, small batches.
 """
-
-import json
-import socket
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from jaxlm import objectives as O
 from jaxlm.data import packing
-from jaxlm.data.pipeline import DataConfig, Pipeline, load_builder, make_dataset, to_global_arrays
-from jaxlm.data.tokenizer import ByteVocabulary
+from jaxlm.data.pipeline import DataConfig, Pipeline, make_dataset, to_global_arrays
 
-SEQ = 64
-BYTE = ByteVocabulary()
-
-
-# ----------------------------------------------------------------------------------------------
-# Fixtures: the default corpus, and a tiny dataset with empty / whitespace / undecodable texts
-
-TINY_TRAIN = [
-    b"",
-    b"   \n\t  ",
-    "\u3000\u00a0 \u2028".encode(),
-    b"caf\xe9 with a stray \xff byte, kept as bytes.",
-    b"a short document.",
-    b"The quick brown fox jumps over the lazy dog. " * 4,  # 180 bytes: several sequences
-    b"another line of text here",
-    b"x",
-    b"tokens are not lost when documents are packed together",
-    b"last one",
-]
-TINY_VALIDATION = [b"validation document number one", b"two", b"   ", b"and a third, longer one..."]
-
-
-class PipelineTestTexts(tfds.core.GeneratorBasedBuilder):
-    """Tiny offline dataset for these tests: features text, title, id."""
-
-    VERSION = tfds.core.Version("1.0.0")
-
-    def _info(self):
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict(
-                {"text": tfds.features.Text(), "title": tfds.features.Text(), "id": np.int64}
-            )
-        )
-
-    def _split_generators(self, dl_manager):
-        return {
-            "train": self._generate_examples(TINY_TRAIN),
-            "validation": self._generate_examples(TINY_VALIDATION),
-        }
-
-    def _generate_examples(self, docs):
-        for i, text in enumerate(docs):
-            yield i, {"text": text, "title": f"t{i}", "id": i}
-
-
-def _no_network(mp):
-    def refuse(*args, **kwargs):
-        raise AssertionError("network access in a pipeline test")
-
-    mp.setattr(socket.socket, "connect", refuse)
-    mp.setattr(socket, "create_connection", refuse)
-
-
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory):
-    d = str(tmp_path_factory.mktemp("tfds"))
-    with pytest.MonkeyPatch.context() as mp:
-        _no_network(mp)
-        # The default corpus is prepared on first use (prepare_default_corpus) rather than refused.
-        assert load_builder(DataConfig(data_dir=d)).is_prepared()
-        tfds.builder("pipeline_test_texts", data_dir=d).download_and_prepare(
-            download_config=tfds.download.DownloadConfig(
-                compute_stats=tfds.download.ComputeStatsMode.SKIP, try_download_gcs=False
-            )
-        )
-    return d
-
-
-def texts(data_dir, dataset, split):
-    builder = tfds.builder(dataset, data_dir=data_dir)
-    ds = builder.as_dataset(split=split, shuffle_files=False).map(lambda ex: ex["text"])
-    return list(ds.as_numpy_iterator())
-
-
-def is_empty(text: bytes) -> bool:
-    return not text.decode("utf-8", "replace").strip()
-
-
-def stream(docs):
-    """Byte-vocabulary tokens of the non-empty documents, each followed by EOS."""
-    out = []
-    for t in docs:
-        if not is_empty(t):
-            out += [b + ByteVocabulary.BYTE_OFFSET for b in t] + [O.EOS_ID]
-    return np.array(out, np.int32)
-
-
-def pipe(data_dir, objective="clm", family="decoder", batch=4, **data):
-    data = {"data_dir": data_dir, "seq_len": SEQ, "shuffle_buffer": 256, "window": 32, **data}
-    return Pipeline(
-        DataConfig(**data),
-        objective=objective,
-        family=family,
-        global_batch_size=batch,
-        process_index=0,
-        process_count=1,
-    )
-
-
-def take(it, n):
-    return [next(it) for _ in range(n)]
-
-
-def same(a, b):
-    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-
+from ._util import BYTE, SEQ, TINY_VALIDATION, is_empty, pipe, same, stream, take, texts
 
 # ----------------------------------------------------------------------------------------------
 # Features, shapes, dtypes per objective and family
@@ -258,7 +148,7 @@ def test_two_processes_disjoint_and_cover(data_dir):
             for row, seg in zip(b["decoder_target_tokens"], b["decoder_segment_ids"], strict=True):
                 cur += row[seg > 0].tolist()
                 if cur and cur[-1] == O.EOS_ID:
-                    docs.append(bytes(t - ByteVocabulary.BYTE_OFFSET for t in cur[:-1]))
+                    docs.append(bytes(t - BYTE.BYTE_OFFSET for t in cur[:-1]))
                     cur = []
         assert cur == []
         per_process.append(docs)
@@ -270,76 +160,6 @@ def test_two_processes_disjoint_and_cover(data_dir):
     assert len(train0) + len(train1) == len(texts(data_dir, "stdlib_docs", "train"))
     assert not set(train0) & set(train1)
     assert max(len(d) for d in val0 + val1) > 3 * SEQ  # long documents came back whole
-
-
-# ----------------------------------------------------------------------------------------------
-# Resumption
-
-
-@pytest.mark.parametrize(
-    "objective,family,n",
-    [("span_corruption", "encoder_decoder", 5), ("ul2", "encoder_decoder", 7)],
-)
-def test_restore_gives_the_same_next_batches(data_dir, objective, family, n):
-    """Resuming mid-document (concat) / mid-window (greedy), windows before it skipped."""
-    p = pipe(data_dir, objective, family, window=2)
-    it = p.iterator()
-    take(it, n)
-    state = json.loads(json.dumps(it.get_state()))
-    epoch, a, b = state["position"]
-    assert b > 0 and (a // 2 if objective == "span_corruption" else a) > 0, state
-    reference = take(it, 3)
-    resumed = pipe(data_dir, objective, family, window=2).iterator(state)
-    for a, b in zip(reference, take(resumed, 3), strict=True):
-        assert same(a, b)
-    assert resumed.get_state() == it.get_state()
-    other = pipe(data_dir, objective, family, window=2, seed=9).iterator()
-    with pytest.raises(ValueError, match="different pipeline"):
-        other.set_state(state)
-
-
-@pytest.mark.parametrize(
-    "objective,family,packing", [("clm", "decoder", "concat"), ("prefix_lm", "decoder", "greedy")]
-)
-def test_restore_across_epochs_and_skipped_count(data_dir, objective, family, packing):
-    """The tiny dataset: 3 of 10 documents are empty or whitespace; epochs are a few batches."""
-    kw = dict(
-        dataset="pipeline_test_texts", packing=packing, seq_len=32, window=4, shuffle_buffer=5
-    )
-    p = pipe(data_dir, objective, family, batch=2, **kw)
-    it = p.iterator()
-    run = take(it, 12)
-    assert it.get_state()["position"][0] >= 1  # into the second epoch at least
-    for n in (3, 8):
-        again = p.iterator()
-        take(again, n)
-        state = again.get_state()
-        resumed = p.iterator(state)
-        for a, b in zip(run[n:], take(resumed, 12 - n), strict=True):
-            assert same(a, b)
-        assert resumed.stats == it.stats
-
-
-def test_empty_documents_skipped_and_bytes_kept(data_dir):
-    """Whitespace-only documents never reach a batch; undecodable bytes pass through unchanged."""
-    p = pipe(
-        data_dir,
-        "clm",
-        batch=2,
-        dataset="pipeline_test_texts",
-        shuffle_buffer=0,
-        seq_len=32,
-        window=64,
-    )
-    it = p.iterator()
-    got = np.concatenate([b["decoder_target_tokens"].reshape(-1) for b in take(it, 4)])
-    expected = stream(texts(data_dir, "pipeline_test_texts", "train"))
-    assert 256 < expected.size < 512 and (0xFF + ByteVocabulary.BYTE_OFFSET) in expected
-    np.testing.assert_array_equal(got, expected[: got.size])
-    assert it.stats["skipped_documents"] == 3  # the first epoch's one window
-    got = np.concatenate([got] + [b["decoder_target_tokens"].reshape(-1) for b in take(it, 4)])
-    np.testing.assert_array_equal(got, np.tile(expected, 2)[: got.size])  # epochs concatenate
-    assert it.stats["skipped_documents"] == 6
 
 
 # ----------------------------------------------------------------------------------------------
@@ -387,8 +207,7 @@ def test_eval_batches_fixed_count_padding_and_seed_independent(data_dir):
 # Errors
 
 
-def test_errors(data_dir, tmp_path, monkeypatch):
-    _no_network(monkeypatch)
+def test_errors(data_dir, tmp_path, no_network):
 
     def make(**kw):
         base = dict(
@@ -446,49 +265,9 @@ def test_to_global_arrays_on_the_8_device_mesh(data_dir):
         to_global_arrays({"x": np.zeros((6, SEQ), np.int32)}, mesh)
 
 
-# ----------------------------------------------------------------------------------------------
-# Packing (numpy only)
-
-
-def test_span_max_lengths_match_the_objective():
-    for n in (1, 2, 3, 5, 17, 40, 70):
-        for density, mean in ((0.15, 3.0), (0.5, 8.0)):
-            out = O.span_corruption(
-                np.arange(7, 7 + n),
-                seed=n,
-                vocab_size=384,
-                noise_density=density,
-                mean_noise_span_length=mean,
-            )
-            enc, dec = packing._span_max_lengths(n, density, mean)
-            assert out["encoder_input_tokens"].size <= enc
-            assert out["decoder_target_tokens"].size <= dec
-            if n > 1:
-                assert packing._span_max_lengths(n - 1, density, mean) <= (enc, dec)
-
-
-def test_greedy_packing_first_fit_and_seeds():
-    layout = packing.resolve_layout("clm", "decoder", 8, BYTE, packing="greedy")
-    examples = [O.clm(np.full(n, 10 + i)) for i, n in enumerate((5, 4, 3, 8, 1))]
-    rows = packing.assemble_rows(layout, examples, greedy=True)
-    # First fit, in order: 5 -> row 0; 4 -> row 1; 3 -> row 0; 8 -> row 2; 1 -> row 1.
-    np.testing.assert_array_equal(
-        rows["decoder_segment_ids"],
-        [[1, 1, 1, 1, 1, 2, 2, 2], [1, 1, 1, 1, 2, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1, 1]],
-    )
-    np.testing.assert_array_equal(rows["decoder_positions"][0], [0, 1, 2, 3, 4, 0, 1, 2])
-    np.testing.assert_array_equal(rows["decoder_target_tokens"][1], [11] * 4 + [14, 0, 0, 0])
-    np.testing.assert_array_equal(rows["decoder_input_tokens"][1], [0, 11, 11, 11, 0, 0, 0, 0])
-    np.testing.assert_array_equal(rows["decoder_loss_weights"][1], [1] * 5 + [0] * 3)
-    s = packing.mix_seeds(0, 0, 0, np.arange(1000), 0)
-    assert len(set(s.tolist())) == 1000 and (s >= 0).all()
-    assert (packing.mix_seeds(0, 0, 0, np.arange(5), 0) == s[:5]).all()
-    assert not (packing.mix_seeds(1, 0, 0, np.arange(5), 0) == s[:5]).any()
-
-
 def test_dataset_by_name_from_its_prepared_folder(data_dir, tmp_path):
     """A text_files config is not in the code's registry: it is read from its folder."""
-    from jaxlm.data.corpus import text_files_builder
+    from jaxlm.data.text_files import text_files_builder
 
     (tmp_path / "notes.txt").write_text("\n\n".join(f"paragraph number {i}." for i in range(40)))
     text_files_builder(str(tmp_path / "notes.txt"), data_dir=data_dir, name="mine")

@@ -7,9 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlm.conventions import FAMILIES  # noqa: F401  (parametrizes the tests)
 from jaxlm.models import ModelConfig, build_model, dummy_batch, get_preset, init_params
-
-FAMILIES = ("decoder", "encoder", "encoder_decoder")
 
 
 def tiny(family: str, **changes) -> ModelConfig:

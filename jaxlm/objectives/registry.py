@@ -1,0 +1,184 @@
+"""The one table of objectives: name -> function, model family, feature streams, lengths, packing.
+
+A config names an objective (`OBJECTIVES`); on each model family it supports, the objective runs
+as one *form* (a function in `FORMS`): prefix LM is `prefix_lm` on a decoder and
+`prefix_lm_encoder_decoder` on an encoder-decoder. The first family listed is the objective's
+natural one (what `model.family=None` trains). A new objective is one module with its function
+and a line in each table below; the pipeline, the config checks and the comparison read them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from jaxlm.conventions import FAMILIES
+from jaxlm.objectives import denoising, lm, masking, mixtures
+from jaxlm.objectives.common import (
+    Features,
+    Lengths,
+    eos_vocab_kwargs,
+    no_vocab_kwargs,
+    pair_lengths,
+    same_lengths,
+)
+
+PACKINGS = ("concat", "greedy", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class Form:
+    """One objective function as the pipeline runs it.
+
+    features: its outputs; a key's stream is its prefix ('encoder_...', 'decoder_...').
+    lengths: (seq_len, kwargs) -> (raw tokens per example, {stream: row length}), streams in order.
+    packing: the default packing ('concat' where the output length is fixed by the chunk,
+      'greedy' where it varies: see jaxlm/data/layout.py).
+    adds_eos: the function ends its outputs with EOS itself (greedy documents get none).
+    vocab_kwargs: vocabulary -> the keyword arguments the function takes from it.
+    """
+
+    fn: Callable[..., Features]
+    family: str
+    features: tuple[str, ...]
+    lengths: Lengths
+    packing: str
+    adds_eos: bool
+    vocab_kwargs: Callable[[Any], dict[str, Any]]
+
+
+_DECODER = ("decoder_target_tokens", "decoder_input_tokens", "decoder_loss_weights")
+_ENCODER = ("encoder_input_tokens", "encoder_target_tokens", "encoder_loss_weights")
+_ENC_DEC = ("encoder_input_tokens", *_DECODER)
+
+FORMS: dict[str, Form] = {
+    "clm": Form(
+        fn=lm.clm, family="decoder", features=_DECODER, lengths=same_lengths("decoder"),
+        packing="concat", adds_eos=False, vocab_kwargs=no_vocab_kwargs),
+    "mlm": Form(
+        fn=masking.mlm, family="encoder", features=_ENCODER, lengths=same_lengths("encoder"),
+        packing="concat", adds_eos=False, vocab_kwargs=masking.mlm_vocab_kwargs),
+    "span_corruption": Form(
+        fn=denoising.span_corruption, family="encoder_decoder", features=_ENC_DEC,
+        lengths=denoising.span_corruption_stream_lengths, packing="concat", adds_eos=True,
+        vocab_kwargs=denoising.span_corruption_vocab_kwargs),
+    "prefix_lm": Form(
+        fn=lm.prefix_lm, family="decoder", features=(*_DECODER, "decoder_causal_attention"),
+        lengths=same_lengths("decoder"), packing="greedy", adds_eos=False,
+        vocab_kwargs=eos_vocab_kwargs),
+    # The encoder-decoder form of prefix LM, for encoder-decoder models.
+    "prefix_lm_encoder_decoder": Form(
+        fn=lm.prefix_lm_encoder_decoder, family="encoder_decoder", features=_ENC_DEC,
+        lengths=pair_lengths, packing="greedy", adds_eos=True, vocab_kwargs=eos_vocab_kwargs),
+    # The encoder-decoder form of MLM (T5's "BERT-style").
+    "mlm_encoder_decoder": Form(
+        fn=masking.mlm_encoder_decoder, family="encoder_decoder", features=_ENC_DEC,
+        lengths=pair_lengths, packing="concat", adds_eos=True,
+        vocab_kwargs=masking.mlm_vocab_kwargs),
+    "ul2": Form(
+        fn=mixtures.ul2, family="encoder_decoder", features=_ENC_DEC,
+        lengths=mixtures.ul2_stream_lengths, packing="greedy", adds_eos=True,
+        vocab_kwargs=mixtures.ul2_vocab_kwargs),
+}
+
+# The objectives a config may name (config.objective): family -> form, natural family first.
+FAMILY_FORMS: dict[str, dict[str, str]] = {
+    "clm": {"decoder": "clm"},
+    "mlm": {"encoder": "mlm", "encoder_decoder": "mlm_encoder_decoder"},
+    "span_corruption": {"encoder_decoder": "span_corruption"},
+    "prefix_lm": {"decoder": "prefix_lm", "encoder_decoder": "prefix_lm_encoder_decoder"},
+    "ul2": {"encoder_decoder": "ul2"},
+}
+OBJECTIVES = tuple(FAMILY_FORMS)
+NATURAL_FAMILY = {name: next(iter(forms)) for name, forms in FAMILY_FORMS.items()}
+OUTPUT_KEYS: dict[str, tuple[str, ...]] = {name: f.features for name, f in FORMS.items()}
+
+
+def families(objective: str) -> tuple[str, ...]:
+    """The model families `objective` can train, natural first."""
+    return tuple(FAMILY_FORMS[objective])
+
+
+def form_name(objective: str, family: str) -> str:
+    """The form `objective` runs as on `family`; a ValueError names what is valid."""
+    if family not in FAMILIES:
+        raise ValueError(f"model family {family!r} is unknown; valid families: {list(FAMILIES)}")
+    if objective not in FAMILY_FORMS:
+        raise ValueError(f"unknown objective {objective!r}; valid names: {list(FAMILY_FORMS)}")
+    forms = FAMILY_FORMS[objective]
+    if family not in forms:
+        raise ValueError(
+            f"objective {objective!r} needs the model family "
+            f"{' or '.join(repr(f) for f in forms)}, got family {family!r}"
+        )
+    return forms[family]
+
+
+def objective_vocab_kwargs(name: str, vocab: Any) -> dict[str, Any]:
+    """The keyword arguments form `name` takes from `vocab` (mask, mode and EOS ids, ...)."""
+    return FORMS[name].vocab_kwargs(vocab)
+
+
+def get_objective(name: str, **kwargs: Any) -> Callable[[np.ndarray, int], Features]:
+    """`fn(tokens, seed) -> features` with `kwargs` bound; arguments are checked here, eagerly."""
+    if name not in FORMS:
+        raise ValueError(f"unknown objective {name!r}; valid names: {sorted(FORMS)}")
+    fn = FORMS[name].fn
+    seeded = "seed" in inspect.signature(fn).parameters
+    if "seed" in kwargs or "tokens" in kwargs:
+        raise ValueError(f"objective {name!r}: tokens and seed are call arguments, not kwargs")
+
+    def bound(tokens: np.ndarray, seed: int) -> Features:
+        return fn(tokens, seed=seed, **kwargs) if seeded else fn(tokens, **kwargs)
+
+    # One call on an empty sequence runs every argument check of the objective now, so a bad
+    # config fails before any pipeline is built (and missing / unknown kwargs are caught too).
+    try:
+        bound(np.zeros(0, np.int32), 0)
+    except TypeError as e:
+        raise ValueError(f"objective {name!r}: {e}") from None
+    return bound
+
+
+def tf_objective_fn(
+    name: str, output_keys: Sequence[str] | None = None, **kwargs: Any
+) -> Callable[[Any, Any], dict[str, Any]]:
+    """The objective as a `dataset.map` function `(tokens int32 [None], seed int64 []) -> dict`.
+
+    Wraps the same numpy function in `tf.numpy_function`, so pipeline examples are bit-identical
+    to the numpy ones for the same seeds. output_keys defaults to all of the objective's features.
+    """
+    from jaxlm.data.tfcompat import import_tf  # lazy: only the tf.data pipeline needs it
+
+    tf = import_tf()
+    fn = get_objective(name, **kwargs)
+    keys = tuple(OUTPUT_KEYS[name] if output_keys is None else output_keys)
+    unknown = [k for k in keys if k not in OUTPUT_KEYS[name]]
+    if unknown or not keys:
+        raise ValueError(
+            f"output_keys {list(keys)} for objective {name!r} must be a non-empty subset of "
+            f"{list(OUTPUT_KEYS[name])}"
+        )
+
+    def np_fn(tokens: np.ndarray, seed: np.ndarray) -> list[np.ndarray]:
+        features = fn(tokens, int(seed))
+        return [features[k] for k in keys]
+
+    def map_fn(tokens: Any, seed: Any) -> dict[str, Any]:
+        values = tf.numpy_function(
+            np_fn,
+            [tf.cast(tokens, tf.int32), tf.cast(seed, tf.int64)],
+            [tf.int32] * len(keys),
+            stateful=False,  # a pure function of its inputs: tf.data may cache / reorder freely
+        )
+        out = {}
+        for k, v in zip(keys, values):
+            v.set_shape([None])
+            out[k] = v
+        return out
+
+    return map_fn
