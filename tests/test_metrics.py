@@ -11,7 +11,6 @@ import pytest
 
 from jaxlm import metrics
 
-from .test_trainer import corpus_dir  # noqa: F401 - the offline corpus fixture
 
 
 def test_jsonl_and_tensorboard_events(tmp_path):

@@ -14,8 +14,8 @@ from typing import Any
 
 from jaxlm import cli
 from jaxlm.config import NATURAL_FAMILY, ConfigError, get_config
+from jaxlm.conventions import FAMILIES
 
-FAMILIES = ("decoder", "encoder", "encoder_decoder")
 DEFAULT_LOOP_CONFIG = f"{Path(__file__).resolve().parents[2] / 'experiments/configs/clm.py'}:tiny"
 # mode -> (module in jaxlm.bench, function)
 MODES = {"pipeline": ("pipeline", "run_pipeline"), "train": ("train", "run_train"),

@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxlm.conventions import FAMILIES
 from jaxlm.finetune import classifier_batch
 from jaxlm.finetune import pool as pool_hidden
 from jaxlm.models.transformer import decoder_valid, encoder_valid
@@ -59,7 +60,6 @@ KS = (16, 64)
 NUM_SUBSETS = 10
 POOL_PER_CLASS = 128
 L2 = 1.0
-FAMILIES = ("decoder", "encoder", "encoder_decoder")
 
 
 # --------------------------------------------------------------------------------------------------
