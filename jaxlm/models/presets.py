@@ -22,6 +22,10 @@ _T5 = dict(family="encoder_decoder", vocab_size=32128, head_dim=64, position="re
            use_bias=False, attention_logit_scale=False, init="fan_in", embed_init_std=1.0,
            max_len=512)
 
+_LLAMA2_7B = dict(d_model=4096, num_heads=32, d_ff=11008, num_layers=32, max_len=4096,
+                  position="rotary", norm="rmsnorm", norm_eps=1e-5, mlp_activation="swiglu",
+                  use_bias=False, init="normal", init_std=0.02, embed_init_std=0.02)
+
 # Reference architectures, exactly as published (parameter counts asserted in the tests).
 REFERENCE = {
     "gpt2": ModelConfig(
@@ -40,6 +44,19 @@ REFERENCE = {
                                  mlp_activation="geglu_tanh", tie_embeddings=False),
     "t5_v1_1_base": ModelConfig(**_T5, d_model=768, num_heads=12, d_ff=2048, num_layers=12,
                                 mlp_activation="geglu_tanh", tie_embeddings=False),
+    # T5 v1.1 XXL (google/t5-v1_1-xxl): 24 + 24 layers, 64 heads of 64, GeGLU (tanh GELU), one
+    # relative-position bias per stack, untied output head.
+    "t5_v1_1_xxl": ModelConfig(**_T5, d_model=4096, num_heads=64, d_ff=10240, num_layers=24,
+                               mlp_activation="geglu_tanh", tie_embeddings=False),
+    # Llama 2 7B (meta-llama/Llama-2-7b-hf): pre-RMSNorm (eps 1e-5), rotary, SwiGLU, no biases,
+    # untied embeddings and head.
+    "llama2_7b": ModelConfig(**_LLAMA2_7B, family="decoder", vocab_size=32000,
+                             tie_embeddings=False),
+    # A 7B-class encoder for MLM: Llama 2 7B's blocks run bidirectionally (32 layers, d_model
+    # 4096, 32 heads, SwiGLU 11008) with T5's 32128 vocabulary and the output head tied to the
+    # embeddings (as BERT's): 6,607,867,904 parameters.
+    "encoder_7b": ModelConfig(**_LLAMA2_7B, family="encoder", vocab_size=32128,
+                              tie_embeddings=True),
 }
 
 PRESETS = tuple(_SIZES) + tuple(REFERENCE)
