@@ -1,0 +1,122 @@
+"""Planning: per-device state bytes, collectives of data vs fsdp meshes, a plan that does not fit,
+and the HLO and topology parsers (8 fake CPU devices, the tiny decoder)."""
+
+import jax
+import pytest
+
+from jaxlm import config as config_lib
+from jaxlm.planning import cpu_target, hlo, make_plan, targets
+from jaxlm.planning.format import format_plan
+
+# The tiny decoder (d_model 64, 2 layers, d_ff 256, 4 heads of 16, vocab 384, tied embeddings).
+EMBED_SHARDED = 2 * 64 * 256 * 2 + 2 * 64 * 64 * 4 + 384 * 64  # mlp, attention, embedding
+REPLICATED = 64 + 2 * 64 * 2  # final norm, the two per-layer norms
+PARAMS = EMBED_SHARDED + REPLICATED  # 123,200
+
+
+def tiny_config(data, fsdp, **train):
+    config = config_lib.get_config()
+    config.model.preset = "tiny"
+    config.data.seq_len = 64
+    config.train.batch_size = 16
+    config.mesh.data, config.mesh.fsdp = data, fsdp
+    for key, value in train.items():
+        config.train[key] = value
+    return config
+
+
+@pytest.fixture(scope="module")
+def plans():
+    devices = jax.devices()[:8]
+    return {mesh: make_plan(tiny_config(*mesh), cpu_target(devices)) for mesh in [(8, 1), (1, 8)]}
+
+
+def test_replicated_state_bytes_are_every_parameter_on_every_device(plans):
+    plan = plans[(8, 1)]
+    assert plan.params == PARAMS
+    assert plan.param_bytes == 4 * PARAMS  # float32
+    # AdamW: mu and nu in float32, plus two int32 step counters (Adam's, the schedule's).
+    assert plan.optimizer_bytes == 2 * 4 * PARAMS + 2 * 4
+
+
+def test_fsdp_state_bytes_split_the_embed_axis_over_the_devices(plans):
+    plan = plans[(1, 8)]
+    per_device = EMBED_SHARDED // 8 + REPLICATED
+    assert plan.param_bytes == 4 * per_device
+    assert plan.optimizer_bytes == 2 * 4 * per_device + 2 * 4
+
+
+def test_fsdp_adds_all_gathers_of_the_parameters_in_every_layer(plans):
+    data, fsdp = plans[(8, 1)].collectives, plans[(1, 8)].collectives
+    assert "all-gather" not in data and data["all-reduce"]["executions"] >= 1
+    gathers = fsdp["all-gather"]
+    # Inside the scan over 2 layers: executed more often than the instructions appear.
+    assert gathers["executions"] > gathers["instructions"]
+    assert plans[(1, 8)].unknown_trip_loops == []
+    assert plans[(1, 8)].collective_seconds["ici"] > 0
+
+
+def test_the_compiled_memory_is_reported_and_fits_without_a_limit(plans):
+    plan = plans[(8, 1)]
+    assert plan.argument_bytes >= plan.param_bytes + plan.optimizer_bytes
+    assert plan.temp_bytes > 0 and plan.fits is None
+    assert plan.flops_per_step > 0 and plan.mesh == {"data": 8, "fsdp": 1, "tensor": 1}
+
+
+def test_an_oversized_plan_reports_its_largest_buffers_and_what_to_change():
+    plan = make_plan(tiny_config(8, 1), cpu_target(jax.devices()[:8]), hbm_bytes=2**20)
+    assert plan.fits is False and plan.peak_bytes > 2**20
+    assert plan.largest_buffers and plan.largest_buffers[0]["bytes"] > 0
+    assert plan.largest_state[0]["name"] and plan.suggestions
+    text = format_plan(plan)
+    assert "DOES NOT FIT" in text and "largest buffers" in text
+    assert "--config.mesh.fsdp=8" in text
+
+
+def test_replica_groups_in_every_spelling():
+    assert hlo.replica_groups("replica_groups={{0,2},{1,3}}, x") == [[0, 2], [1, 3]]
+    assert hlo.replica_groups("replica_groups=[2,2]<=[4], x") == [[0, 1], [2, 3]]
+    assert hlo.replica_groups("replica_groups=[2,2]<=[2,2]T(1,0), x") == [[0, 2], [1, 3]]
+    assert hlo.replica_groups("replica_groups=mesh['a'=2,'b'=2] {'a'}, x") == [[0, 2], [1, 3]]
+    assert hlo.replica_groups("no groups") is None
+
+
+HLO = """HloModule m
+
+%body (p: (s32[], f32[8])) -> (s32[], f32[8]) {
+  %p = (s32[], f32[8]{0}) parameter(0)
+  %x = f32[8]{0} get-tuple-element(%p), index=1
+  %ag = f32[32]{0} all-gather(%x), replica_groups=[2,4]<=[8], dimensions={0}
+  ROOT %t = (s32[], f32[8]{0}) tuple(%i, %x)
+}
+
+%cond (p: (s32[], f32[8])) -> pred[] {
+  ROOT %c = pred[] constant(true)
+}
+
+ENTRY %main (a: f32[8]) -> f32[8] {
+  %a = f32[8]{0} parameter(0)
+  %ar = f32[8]{0} all-reduce(%a), replica_groups={{0,1,2,3,4,5,6,7}}, to_apply=%add
+  %w = (s32[], f32[8]{0}) while(%tuple), condition=%cond, body=%body, backend_config={"known_trip_count":{"n":"12"}}
+  ROOT %r = f32[8]{0} get-tuple-element(%w), index=1
+}
+"""
+
+
+def test_collectives_inside_a_loop_count_once_per_iteration():
+    found, unknown = hlo.collectives(HLO)
+    by_kind = {c.kind: c for c in found}
+    assert unknown == []
+    assert (by_kind["all-gather"].runs, by_kind["all-gather"].group_size) == (12, 4)
+    assert by_kind["all-gather"].bytes == 32 * 4
+    assert by_kind["all-gather"].wire_bytes == 32 * 4 * 3 / 4
+    assert (by_kind["all-reduce"].runs, by_kind["all-reduce"].wire_bytes) == (1, 2 * 32 * 7 / 8)
+
+
+def test_slice_names_resolve_to_chips_and_topologies():
+    assert targets.parse_topology("v5p-128")[2:] == ("v5p:4x4x4", 64)
+    assert targets.parse_topology("v4-32")[2:] == ("v4:2x2x4", 16)
+    assert targets.parse_topology("v5e-256")[2:] == ("v5e:16x16", 256)
+    assert targets.chips_of("v5e-256", num_slices=2) == 512
+    with pytest.raises(targets.TopologyError, match="v5p-6"):
+        targets.parse_topology("v5p-6")
