@@ -66,7 +66,9 @@ def _initialize_jax() -> None:
     from jaxlm.planning import targets
 
     jax.config.update("jax_platforms", "cpu")
-    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")  # no metadata server: not on a TPU VM
+    # Any other JAX process of this environment may hold libtpu's lockfile; compiling needs none.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     count = _CPU_DEVICES.value
     if count is None and _TOPOLOGY.value and not targets.libtpu_available():
         count = targets.chips_of(_TOPOLOGY.value, _NUM_SLICES.value)

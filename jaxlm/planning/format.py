@@ -57,7 +57,10 @@ def format_plan(plan: Plan) -> str:
         lines.append(f"  {kind:<18} {int(row['instructions']):>4} ops, {int(row['executions']):>5}"
                      f" executions, {gib(row['bytes'])} buffers, {gib(row['wire_bytes'])} sent "
                      "per chip (ring)")
-    if not plan.collectives:
+    if plan.hlo_error:
+        lines.append(f"  unavailable: the compiled HLO could not be read ({plan.hlo_error}); "
+                     "install the libtpu version jax pins (pip install -e .[tpu])")
+    elif not plan.collectives:
         lines.append("  none")
     if plan.unknown_trip_loops:
         lines.append(f"  loops of unknown trip count, counted once: {plan.unknown_trip_loops}")

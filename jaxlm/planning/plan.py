@@ -62,6 +62,7 @@ class Plan:
     collective_seconds: dict[str, float]  # ici / dcn, no overlap with compute assumed
     unknown_trip_loops: list[str]
     compile_seconds: float
+    hlo_error: str = ""  # why the compiled HLO (collectives, largest buffers) is unavailable
     largest_buffers: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     largest_state: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     suggestions: list[str] = dataclasses.field(default_factory=list)
@@ -225,7 +226,12 @@ def make_plan(config: ml_collections.ConfigDict, target: Target, *, mfu: float =
         compiled = step.lower(state, batch).compile()
     compile_seconds = time.perf_counter() - start
     memory = compiled.memory_analysis()
-    text = compiled.as_text()
+    try:
+        text = compiled.as_text()
+    except Exception as error:  # a libtpu newer than jaxlib's pin cannot hand its HLO back
+        text, hlo_error = "", f"{type(error).__name__}: {error}"
+    else:
+        hlo_error = ""
     found, unknown = hlo.collectives(text)
     table, collective_seconds = summarize_collectives(found, target)
     flops = flops_per_step(run, layout.lengths)
@@ -248,7 +254,7 @@ def make_plan(config: ml_collections.ConfigDict, target: Target, *, mfu: float =
                      "dcn_bytes_per_s": target.chip.dcn_bytes_per_s},
         step_seconds=flops / (chips * target.chip.peak_flops * mfu),
         collectives=table, collective_seconds=collective_seconds,
-        unknown_trip_loops=unknown, compile_seconds=compile_seconds)
+        unknown_trip_loops=unknown, compile_seconds=compile_seconds, hlo_error=hlo_error)
     if report.fits is False:
         report.largest_buffers = [
             {"bytes": b, "instruction": name, "opcode": op, "op_name": op_name}
