@@ -47,6 +47,7 @@ _CPU_DEVICES = flags.DEFINE_integer("cpu_devices", None,
 _MFU = flags.DEFINE_float("mfu", 0.5, "Assumed model FLOPs utilisation for the step time.")
 _HBM_GIB = flags.DEFINE_float("hbm_gib", None, "Override the chip's HBM (GiB) to test a fit.")
 _JSON = flags.DEFINE_string("json", None, "Also write the plan as JSON to this path.")
+_HLO = flags.DEFINE_string("hlo", None, "Also write the compiled step's optimized HLO here.")
 
 
 def _free_axes_from_command_line(config) -> None:
@@ -122,6 +123,9 @@ def main(argv: list[str]) -> int:
         # Plain open: jaxlm has no I/O layer for gs:// paths yet; plans are written locally.
         with open(_JSON.value, "w", encoding="utf-8") as f:
             json.dump(plan.to_dict(), f, indent=2)
+    if _HLO.value:
+        with open(_HLO.value, "w", encoding="utf-8") as f:
+            f.write(plan.hlo_text)
     return 0 if plan.fits is not False else 1
 
 

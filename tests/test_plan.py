@@ -113,6 +113,19 @@ def test_collectives_inside_a_loop_count_once_per_iteration():
     assert (by_kind["all-reduce"].runs, by_kind["all-reduce"].wire_bytes) == (1, 2 * 32 * 7 / 8)
 
 
+def test_a_loop_without_a_recorded_trip_count_takes_its_conditions_bound():
+    # TPU's HLO records no known_trip_count: the scan's `i < 24` condition gives it.
+    text = HLO.replace(', backend_config={"known_trip_count":{"n":"12"}}', "").replace(
+        "  ROOT %c = pred[] constant(true)",
+        "  %n = s32[] constant(24)\n  %i = s32[] get-tuple-element(%p), index=0\n"
+        "  ROOT %c = pred[] compare(%i, %n), direction=LT")
+    found, unknown = hlo.collectives(text)
+    assert unknown == [] and {c.kind: c.runs for c in found}["all-gather"] == 24
+    found, unknown = hlo.collectives(HLO.replace(', backend_config={"known_trip_count":{"n":"12"}}',
+                                                 ""))
+    assert unknown == ["w"] and {c.kind: c.runs for c in found}["all-gather"] == 1
+
+
 def test_slice_names_resolve_to_chips_and_topologies():
     assert targets.parse_topology("v5p-128")[2:] == ("v5p:4x4x4", 64)
     assert targets.parse_topology("v4-32")[2:] == ("v4:2x2x4", 16)

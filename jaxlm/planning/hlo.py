@@ -1,8 +1,9 @@
 """Collectives and large buffers of a compiled program, read from its optimized HLO text.
 
 An op inside a while loop's body (the scanned layers, the micro-batch loop) runs once per
-iteration: its count and bytes are multiplied by the loop's trip count where XLA recorded it
-(`known_trip_count`); loops without one count once and are flagged.
+iteration: its count and bytes are multiplied by the loop's trip count, XLA's `known_trip_count`
+(CPU) or the constant bound of the loop's `i < N` condition (TPU records no trip count); loops
+with neither count once and are flagged.
 """
 
 from __future__ import annotations
@@ -73,6 +74,19 @@ def parse_computations(text: str) -> tuple[dict[str, list[Instruction]], str]:
     return computations, entry
 
 
+def condition_bound(condition: list[Instruction]) -> int | None:
+    """N of a loop condition `i < N` with N a constant (a scan from 0 in steps of 1: what
+    lax.scan and fori_loop compile to when XLA records no known_trip_count, as on TPU)."""
+    constants = {i.name: int(m.group(1)) for i in condition if i.opcode == "constant"
+                 for m in [re.match(r"(-?\d+)\)", i.rest)] if m and i.type_text.startswith("s32")}
+    for inst in condition:
+        if inst.opcode == "compare" and "direction=LT" in inst.rest:
+            operands = re.findall(r"%([\w.\-]+)", inst.rest.split(")")[0])
+            if len(operands) == 2 and operands[1] in constants:
+                return constants[operands[1]]
+    return None
+
+
 def executions(computations: dict[str, list[Instruction]], entry: str
                ) -> tuple[dict[str, int], list[str]]:
     """How often each computation runs per call of `entry` (while bodies: x trip count), and
@@ -90,8 +104,11 @@ def executions(computations: dict[str, list[Instruction]], entry: str
             trip = 1
             if inst.opcode == "while":
                 found = _TRIP.search(inst.rest)
-                trip = int(found.group(1)) if found else 1
-                if not found:
+                condition = re.search(r"condition=%?([\w.\-]+)", inst.rest)
+                bound = condition_bound(computations.get(condition.group(1), [])) \
+                    if condition else None
+                trip = int(found.group(1)) if found else bound or 1
+                if not found and bound is None:
                     unknown.append(inst.name)
             for callee_list in _CALLS.findall(inst.rest):
                 for callee in callee_list.split(","):

@@ -66,6 +66,7 @@ class Plan:
     largest_buffers: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     largest_state: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     suggestions: list[str] = dataclasses.field(default_factory=list)
+    hlo_text: str = dataclasses.field(default="", repr=False)  # the optimized HLO, to read further
 
     @property
     def peak_bytes(self) -> float:
@@ -77,7 +78,8 @@ class Plan:
         return None if not self.hbm_bytes else self.peak_bytes <= self.hbm_bytes
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "peak_bytes": self.peak_bytes, "fits": self.fits}
+        values = {k: v for k, v in dataclasses.asdict(self).items() if k != "hlo_text"}
+        return {**values, "peak_bytes": self.peak_bytes, "fits": self.fits}
 
 
 def batch_layout(run: config_lib.RunConfig) -> layout_lib.Layout:
@@ -254,7 +256,8 @@ def make_plan(config: ml_collections.ConfigDict, target: Target, *, mfu: float =
                      "dcn_bytes_per_s": target.chip.dcn_bytes_per_s},
         step_seconds=flops / (chips * target.chip.peak_flops * mfu),
         collectives=table, collective_seconds=collective_seconds,
-        unknown_trip_loops=unknown, compile_seconds=compile_seconds, hlo_error=hlo_error)
+        unknown_trip_loops=unknown, compile_seconds=compile_seconds, hlo_error=hlo_error,
+        hlo_text=text)
     if report.fits is False:
         report.largest_buffers = [
             {"bytes": b, "instruction": name, "opcode": op, "op_name": op_name}
