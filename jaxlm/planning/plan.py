@@ -12,8 +12,11 @@ step time at an assumed MFU, each assumption reported beside its number.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -25,6 +28,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from jaxlm import config as config_lib
 from jaxlm import flops as flops_lib
+from jaxlm import losses
 from jaxlm import sharding
 from jaxlm.data import layout as layout_lib
 from jaxlm.data.tokenizer import ByteVocabulary
@@ -33,6 +37,10 @@ from jaxlm.optim import make_optimizer
 from jaxlm.planning import hlo
 from jaxlm.planning.targets import GIB, Target
 from jaxlm.train import TrainState, jit_train_step
+
+
+# losses.default_chunk's element budget of a float32 logits chunk on accelerators.
+ACCELERATOR_CHUNK_BUDGET = 2**28
 
 
 @dataclasses.dataclass
@@ -202,6 +210,21 @@ def suggest(report: Plan, run: config_lib.RunConfig) -> list[str]:
     return tips or ["a larger slice, or a smaller global batch (train.batch_size)"]
 
 
+@contextlib.contextmanager
+def target_loss_chunks(target: Target) -> Iterator[None]:
+    """losses.default_chunk sizes the fused loss's chunks for jax.default_backend(), which is this
+    CPU host's while compiling for a TPU: trace with the accelerator budget the run will use."""
+    if target.compiler != "tpu":
+        yield
+        return
+    original = losses.default_chunk
+    losses.default_chunk = functools.partial(original, budget=ACCELERATOR_CHUNK_BUDGET)
+    try:
+        yield
+    finally:
+        losses.default_chunk = original
+
+
 def make_plan(config: ml_collections.ConfigDict, target: Target, *, mfu: float = 0.5,
               hbm_bytes: float | None = None) -> Plan:
     """Compiles `config`'s train step for `target` and reports its per-chip bill (see Plan)."""
@@ -224,7 +247,7 @@ def make_plan(config: ml_collections.ConfigDict, target: Target, *, mfu: float =
                           label_smoothing=run.train.label_smoothing, z_loss=run.train.z_loss,
                           rules=run.rules)
     start = time.perf_counter()
-    with sharding.activate(mesh, run.rules):
+    with sharding.activate(mesh, run.rules), target_loss_chunks(target):
         compiled = step.lower(state, batch).compile()
     compile_seconds = time.perf_counter() - start
     memory = compiled.memory_analysis()
