@@ -126,6 +126,14 @@ def test_a_loop_without_a_recorded_trip_count_takes_its_conditions_bound():
     assert unknown == ["w"] and {c.kind: c.runs for c in found}["all-gather"] == 1
 
 
+def test_transfers_between_slices_are_dcn_collectives():
+    send = ('  %s = (f32[64]{0}, u32[], token[]) send(%a, %t), channel_id=3, is_host_transfer=true, '
+            'frontend_attributes={_xla_megascale_transfer_type="ALL_REDUCE"}\n')
+    found, _ = hlo.collectives(HLO.replace("  ROOT %r", send + "  ROOT %r"))
+    dcn = [c for c in found if c.dcn]
+    assert [(c.kind, c.bytes, c.runs) for c in dcn] == [("all-reduce", 64 * 4, 1)]
+
+
 def test_slice_names_resolve_to_chips_and_topologies():
     assert targets.parse_topology("v5p-128")[2:] == ("v5p:4x4x4", 64)
     assert targets.parse_topology("v4-32")[2:] == ("v4:2x2x4", 16)

@@ -165,6 +165,7 @@ class Collective:
     runs: int  # executions per step (trip counts of the loops around it)
     op_name: str
     groups: list[list[int]] | None
+    dcn: bool = False  # a multi-slice TPU transfer between slices (a megascale send)
 
     @property
     def wire_bytes(self) -> float:
@@ -185,6 +186,13 @@ def collectives(text: str) -> tuple[list[Collective], list[str]]:
     for name, instructions in computations.items():
         for inst in instructions:
             kind = _kind(inst.opcode)
+            megascale = re.search(r'_xla_megascale_transfer_type="(\w+)"', inst.rest)
+            if inst.opcode == "send" and megascale and runs.get(name):
+                # Between slices, XLA:TPU sends to the megascale (DCN) runtime; the group is the
+                # slices, which the caller knows.
+                found.append(Collective(megascale.group(1).lower().replace("_", "-"), inst.name,
+                                        inst.bytes, 0, runs[name], inst.op_name, None, dcn=True))
+                continue
             if kind is None or not runs.get(name):
                 continue
             groups = replica_groups(inst.rest)

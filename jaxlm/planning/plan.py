@@ -174,15 +174,17 @@ def summarize_collectives(found: list[hlo.Collective], target: Target
     table: dict[str, dict[str, float]] = {}
     wire = {"ici": 0.0, "dcn": 0.0}
     for c in found:
-        row = table.setdefault(c.kind, {"instructions": 0, "executions": 0, "bytes": 0.0,
-                                        "wire_bytes": 0.0})
+        if c.dcn:
+            c = dataclasses.replace(c, group_size=target.num_slices)
+        spans = c.dcn or target.num_slices > 1 and c.groups is not None and any(
+            len({target.slice_of(i) for i in g if i < len(target.devices)}) > 1
+            for g in c.groups)
+        row = table.setdefault(c.kind + (" (DCN)" if spans else ""), {
+            "instructions": 0, "executions": 0, "bytes": 0.0, "wire_bytes": 0.0})
         row["instructions"] += 1
         row["executions"] += c.runs
         row["bytes"] += c.bytes * c.runs
         row["wire_bytes"] += c.wire_bytes * c.runs
-        spans = target.num_slices > 1 and c.groups is not None and any(
-            len({target.slice_of(i) for i in g if i < len(target.devices)}) > 1
-            for g in c.groups)
         wire["dcn" if spans else "ici"] += c.wire_bytes * c.runs
     seconds = {"ici": wire["ici"] / target.chip.ici_bytes_per_s,
                "dcn": wire["dcn"] / target.chip.dcn_bytes_per_s}
