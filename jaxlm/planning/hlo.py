@@ -78,7 +78,7 @@ def condition_bound(condition: list[Instruction]) -> int | None:
     """N of a loop condition `i < N` with N a constant (a scan from 0 in steps of 1: what
     lax.scan and fori_loop compile to when XLA records no known_trip_count, as on TPU)."""
     constants = {i.name: int(m.group(1)) for i in condition if i.opcode == "constant"
-                 for m in [re.match(r"(-?\d+)\)", i.rest)] if m and i.type_text.startswith("s32")}
+                 for m in [re.match(r"(-?\d+)\)", i.rest)] if m and i.type_text[:3] in ("s32", "u32", "s64", "u64")}
     for inst in condition:
         if inst.opcode == "compare" and "direction=LT" in inst.rest:
             operands = re.findall(r"%([\w.\-]+)", inst.rest.split(")")[0])
