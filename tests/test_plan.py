@@ -1,6 +1,11 @@
 """Planning: per-device state bytes, collectives of data vs fsdp meshes, a plan that does not fit,
 and the HLO and topology parsers (8 fake CPU devices, the tiny decoder)."""
 
+import json
+import os
+import subprocess
+import sys
+
 import jax
 import pytest
 
@@ -141,3 +146,29 @@ def test_slice_names_resolve_to_chips_and_topologies():
     assert targets.chips_of("v5e-256", num_slices=2) == 512
     with pytest.raises(targets.TopologyError, match="v5p-6"):
         targets.parse_topology("v5p-6")
+
+
+def _plan_script(*args):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)  # the script sets its own device count
+    return subprocess.run([sys.executable, os.path.join(root, "experiments", "plan.py"), *args],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=root)
+
+
+def test_the_script_plans_on_fake_cpu_devices_and_writes_json(tmp_path):
+    # The config's mesh.data=-1 yields to the -1 given on the command line.
+    result = _plan_script("--config.model.preset=tiny", "--config.data.seq_len=64",
+                          "--config.train.batch_size=16", "--cpu_devices=4",
+                          "--config.mesh.fsdp=-1", f"--json={tmp_path}/plan.json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "mesh data=1, fsdp=4, tensor=1" in result.stdout
+    assert "CPU-compiler estimates" in result.stdout
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["params"] == PARAMS and plan["fits"] is None and plan["collectives"]
+
+
+def test_the_script_refuses_an_unknown_slice_in_one_line():
+    result = _plan_script("--topology=v5p-6")
+    assert result.returncode == 2
+    assert "config error: --topology='v5p-6' is invalid" in result.stderr
