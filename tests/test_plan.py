@@ -139,6 +139,13 @@ def test_transfers_between_slices_are_dcn_collectives():
     assert [(c.kind, c.bytes, c.runs) for c in dcn] == [("all-reduce", 64 * 4, 1)]
 
 
+def test_pieces_of_one_collective_share_its_channel_and_count_once():
+    gather = "  %ag{} = f32[32]{{0}} all-gather(%x), channel_id=7, replica_groups=[2,4]<=[8]\n"
+    text = HLO.replace("  ROOT %t", gather.format(2) + gather.format(3) + "  ROOT %t")
+    found, _ = hlo.collectives(text)
+    assert sorted(c.kind for c in found) == ["all-gather", "all-gather", "all-reduce"]
+
+
 def test_slice_names_resolve_to_chips_and_topologies():
     assert targets.parse_topology("v5p-128")[2:] == ("v5p:4x4x4", 64)
     assert targets.parse_topology("v4-32")[2:] == ("v4:2x2x4", 16)

@@ -166,6 +166,7 @@ class Collective:
     op_name: str
     groups: list[list[int]] | None
     dcn: bool = False  # a multi-slice TPU transfer between slices (a megascale send)
+    channel: int | None = None  # XLA's channel id: one per collective
 
     @property
     def wire_bytes(self) -> float:
@@ -200,8 +201,28 @@ def collectives(text: str) -> tuple[list[Collective], list[str]]:
             if kind == "collective-permute":
                 size = 2
             found.append(Collective(kind, inst.name, inst.bytes, size, runs[name], inst.op_name,
-                                    groups))
-    return found, unknown
+                                    groups, channel=_channel(inst.rest)))
+    return _one_per_channel(found), unknown
+
+
+def _channel(rest: str) -> int | None:
+    match = re.search(r"\bchannel_id=(\d+)", rest)
+    return int(match.group(1)) if match else None
+
+
+def _one_per_channel(found: list[Collective]) -> list[Collective]:
+    """XLA:TPU splits one collective over several fusions that share its channel id; each
+    channel is one collective, counted once (with its most frequent execution)."""
+    kept: dict[tuple[str, int], Collective] = {}
+    unique = []
+    for c in found:
+        if c.channel is None:
+            unique.append(c)
+            continue
+        key = (c.kind, c.channel)
+        if key not in kept or (c.runs, c.bytes) > (kept[key].runs, kept[key].bytes):
+            kept[key] = c
+    return unique + list(kept.values())
 
 
 def largest_buffers(text: str, count: int = 8) -> Iterator[tuple[float, str, str, str]]:
