@@ -122,7 +122,11 @@ def target_mesh(run: config_lib.RunConfig, target: Target) -> Mesh:
     if target.compiler == "tpu" and target.num_slices > 1:
         grid = sharding.hybrid_device_grid(shape, dcn_data, dcn_fsdp, target.devices)
     elif target.compiler == "tpu":
-        grid = mesh_utils.create_device_mesh(shape, target.devices)
+        try:
+            grid = mesh_utils.create_device_mesh(shape, target.devices)
+        except NotImplementedError:  # e.g. fsdp=4 on a 16x16 torus: split a physical axis
+            grid = mesh_utils.create_device_mesh(shape, target.devices,
+                                                 allow_split_physical_axes=True)
     else:  # fake devices in slice-major order: whole slices along the outer axes
         sharding.hybrid_shapes(shape, dcn_data, dcn_fsdp)
         grid = np.asarray(target.devices).reshape(shape)
