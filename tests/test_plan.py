@@ -139,6 +139,13 @@ def test_transfers_between_slices_are_dcn_collectives():
     assert [(c.kind, c.bytes, c.runs) for c in dcn] == [("all-reduce", 64 * 4, 1)]
 
 
+def test_a_combined_all_reduce_counts_every_array():
+    combined = ("  %ar2 = (f32[8]{0}, bf16[16]{0}) all-reduce(%a, %b), "
+                "replica_groups={{0,1,2,3,4,5,6,7}}, to_apply=%add\n")
+    found, _ = hlo.collectives(HLO.replace("  ROOT %r", combined + "  ROOT %r"))
+    assert sorted(c.bytes for c in found if c.kind == "all-reduce") == [32, 8 * 4 + 16 * 2]
+
+
 def test_pieces_of_one_collective_share_its_channel_and_count_once():
     gather = "  %ag{} = f32[32]{{0}} all-gather(%x), channel_id=7, replica_groups=[2,4]<=[8]\n"
     text = HLO.replace("  ROOT %t", gather.format(2) + gather.format(3) + "  ROOT %t")

@@ -46,7 +46,12 @@ class Instruction:
     @property
     def bytes(self) -> float:
         sizes = array_bytes(self.type_text)
-        return max(sizes) if sizes else 0.0  # async starts: a tuple of (operand, result, ...)
+        if not sizes:
+            return 0.0
+        if self.opcode == "send" or (self.opcode.endswith("-start")
+                                     and self.opcode != "all-reduce-start"):
+            return max(sizes)  # a tuple of (operand, result, scratch): the result, the largest
+        return sum(sizes)  # one array, or several reduced together (a combined all-reduce)
 
     @property
     def op_name(self) -> str:
