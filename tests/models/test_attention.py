@@ -147,3 +147,73 @@ def test_causal_split_matches_the_full_square_in_value_and_gradient(num_kv_heads
     np.testing.assert_allclose(split_value, full_value, rtol=1e-5)
     for split_grad, full_grad in zip(split_grads, full_grads):
         np.testing.assert_allclose(split_grad, full_grad, atol=1e-5)
+
+
+def _splash_case(case: str, length: int = 256):
+    """(valid, segment ids or None, causal) of one mask kind splash must reproduce."""
+    pos = jnp.arange(length)
+    real = jnp.stack([pos < length, pos < length - 37])  # the second row ends in padding
+    packed = jnp.stack([jnp.where(pos < 100, 1, 2), jnp.where(pos < 60, 1, 3)])
+    return {"causal": (jnp.ones((2, length), bool), None, True),
+            "bidirectional": (jnp.ones((2, length), bool), None, False),
+            "packed causal": (packed > 0, packed, True),
+            "padded causal": (real, None, True),
+            "packed and padded bidirectional": (real, jnp.where(real, packed, 0), False)}[case]
+
+
+@pytest.mark.parametrize("num_kv_heads", [4, 2])
+@pytest.mark.parametrize("case", ["causal", "bidirectional", "packed causal", "padded causal",
+                                  "packed and padded bidirectional"])
+def test_splash_matches_the_einsum_in_value_and_gradient(case, num_kv_heads):
+    # Off TPU the kernel runs in Pallas' interpret mode: the same kernel code, on CPU.
+    valid, segments, causal = _splash_case(case)
+    keys = jax.random.split(jax.random.key(7), 3)
+    q = jax.random.normal(keys[0], (2, valid.shape[1], 4, 16))
+    k, v = (jax.random.normal(key, (2, valid.shape[1], num_kv_heads, 16)) for key in keys[1:])
+    mask = attn.self_attention_mask(valid, segments, causal)
+    ids = attn.kernel_segment_ids(valid, segments)
+
+    def run(impl):
+        # Padding queries' outputs are never used (splash lets them see the other padding),
+        # so the loss weighs real tokens only.
+        fn = lambda q, k, v: jnp.sum(jnp.sin(attn.attention_kernel(
+            q, k, v, mask, None, 16 ** -0.5, impl, causal=causal, segment_ids_BxL=ids))
+            * valid[:, :, None, None])
+        return jax.value_and_grad(fn, argnums=(0, 1, 2))(q, k, v)
+
+    (value, grads), (ref_value, ref_grads) = run("splash"), run("xla")
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+    for grad, ref_grad in zip(grads, ref_grads):
+        np.testing.assert_allclose(grad, ref_grad, atol=2e-5)
+
+
+def test_kernel_segment_ids_fold_padding_into_segment_zero():
+    valid = jnp.array([[1, 1, 1, 0], [1, 1, 1, 1]], bool)
+    np.testing.assert_array_equal(attn.kernel_segment_ids(valid, None), [[1, 1, 1, 0], [1] * 4])
+    np.testing.assert_array_equal(attn.kernel_segment_ids(valid, jnp.array([[1, 2, 2, 0],
+                                                                            [1, 1, 2, 3]])),
+                                  [[1, 2, 2, 0], [1, 1, 2, 3]])
+
+
+def test_auto_selects_splash_on_tpu_only_where_it_applies(monkeypatch):
+    monkeypatch.setattr(attn, "platform", lambda: "tpu")
+    q = jnp.ones((2, 256, 4, 16), jnp.bfloat16)
+    ids = jnp.ones((2, 256), jnp.int32)
+    auto = lambda q=q, k=q, bias=None, dropout=False, ids=ids: attn.resolve_impl(
+        "auto", q, bias, dropout, k, ids)
+    assert auto() == "splash"
+    assert auto(bias=jnp.zeros((1, 4, 256, 256))) == "xla"  # T5's relative bias
+    assert auto(dropout=True) == "xla"
+    assert auto(ids=None) == "xla"  # prefix-LM, cross-attention, decoding
+    assert auto(q=q[:, :100], k=q[:, :100], ids=ids[:, :100]) == "xla"  # not a block multiple
+    assert auto(q=q[:, :1]) == "xla"  # one query against a cache
+    monkeypatch.setattr(attn, "platform", lambda: "gpu")
+    assert auto() == "dot_product"
+
+
+def test_explicit_splash_that_cannot_run_is_a_clear_error():
+    q = jnp.ones((1, 128, 2, 8))
+    with pytest.raises(ValueError, match="model.attention_impl='splash'.*bias"):
+        attn.resolve_impl("splash", q, jnp.zeros((1, 2, 128, 128)), False, q, q[..., 0, 0])
+    with pytest.raises(ValueError, match="model.attention_impl='splash'.*prefix-LM"):
+        attn.resolve_impl("splash", q, None, False, q, None)
