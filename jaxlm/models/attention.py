@@ -227,7 +227,8 @@ class MultiHeadAttention(nn.Module):
                  decode: bool = False, decode_index: Array | None = None,
                  segment_ids: Array | None = None) -> Array:
         """`segment_ids` [B, L]: self-attention's mask as kernel_segment_ids, for splash;
-        None where the mask is anything else (prefix-LM, cross-attention, decoding)."""
+        None where the mask is anything else (prefix-LM, cross-attention, decoding). Splash
+        never runs for cross-attention or decoding, even when configured."""
         cfg = self.cfg
         n, g, d = cfg.num_heads, cfg.kv_heads, cfg.head_size
         # T5 has no 1/sqrt(d) in the logits: it scales the query's init instead.
@@ -252,9 +253,14 @@ class MultiHeadAttention(nn.Module):
         dropout_rng = None
         if not deterministic and cfg.attention_dropout_rate > 0.0:
             dropout_rng = self.make_rng("dropout")
+        impl = cfg.attention_impl
+        if impl == "splash" and (self.is_cross or decode):
+            # Splash covers self-attention over whole sequences; a model trained with it still
+            # cross-attends and decodes from its cache, with `auto`'s choice among the others.
+            impl = "auto"
         out = attention_kernel(query, key, value, mask, bias,
                                scale=d ** -0.5 if cfg.attention_logit_scale else 1.0,
-                               impl=cfg.attention_impl, dropout_rate=cfg.attention_dropout_rate,
+                               impl=impl, dropout_rate=cfg.attention_dropout_rate,
                                dropout_rng=dropout_rng, causal=self.causal and not decode,
                                segment_ids_BxL=None if decode else segment_ids)
         out = constrain(out, ("activation_batch", "activation_length", "activation_heads",

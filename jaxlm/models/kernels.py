@@ -33,9 +33,8 @@ def splash_unsupported(q_BxQxNxD: Array, k_BxKxGxD: Array, bias: Array | None, d
     if dropout:
         return "it has no attention dropout"
     if segment_ids_BxL is None:
-        return ("the mask is not padding + packing (+ causal): prefix-LM "
-                "(decoder_causal_attention), cross-attention and KV-cache decoding need the "
-                "einsum kernel")
+        return ("its mask is padding + packing (+ causal) only, and this one is not (a prefix-LM "
+                "batch, with decoder_causal_attention)")
     q_len, k_len = q_BxQxNxD.shape[1], k_BxKxGxD.shape[1]
     if q_len != k_len or q_len % SPLASH_MIN_BLOCK:
         return (f"its query and key lengths ({q_len}, {k_len}) must be equal multiples of "

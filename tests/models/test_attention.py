@@ -10,6 +10,8 @@ import pytest
 from jaxlm.models import attention as attn
 from jaxlm.models.positions import apply_rotary, relative_position_bucket
 
+from ._util import logits, make, random_batch, tiny
+
 
 def test_self_attention_mask_combines_padding_segments_and_causality():
     valid = jnp.array([[1, 1, 1, 1, 0]], bool)
@@ -217,3 +219,44 @@ def test_explicit_splash_that_cannot_run_is_a_clear_error():
         attn.resolve_impl("splash", q, jnp.zeros((1, 2, 128, 128)), False, q, q[..., 0, 0])
     with pytest.raises(ValueError, match="model.attention_impl='splash'.*prefix-LM"):
         attn.resolve_impl("splash", q, None, False, q, None)
+
+
+def _packed_and_padded(cfg, length: int = 128) -> dict:
+    """Row 0 packs two segments, row 1 ends in padding (segment id 0)."""
+    batch = random_batch(cfg, 2, length)
+    pos = np.arange(length)
+    segments = np.stack([np.where(pos < 50, 1, 2), np.where(pos < length - 29, 1, 0)])
+    positions = np.stack([np.where(pos < 50, pos, pos - 50), pos])
+    stream = "encoder" if cfg.family == "encoder" else "decoder"
+    return dict(batch, **{f"{stream}_segment_ids": jnp.asarray(segments),
+                          f"{stream}_positions": jnp.asarray(positions)})
+
+
+@pytest.mark.parametrize("family", ["decoder", "encoder"])
+def test_splash_matches_the_einsum_in_the_model(family):
+    cfg = tiny(family, num_kv_heads=2, attention_impl="xla")
+    batch = _packed_and_padded(cfg)
+    model, params = make(cfg, batch)
+    other, _ = make(cfg.replace(attention_impl="splash"), batch)
+    stream = "encoder" if family == "encoder" else "decoder"
+    real = np.asarray(batch[f"{stream}_segment_ids"] > 0)
+    np.testing.assert_allclose(logits(other, params, batch)[real], logits(model, params, batch)[real],
+                               atol=1e-4)
+
+
+def test_splash_model_rejects_prefix_lm_and_relative_bias_but_auto_falls_back(monkeypatch):
+    cfg = tiny("decoder", attention_impl="splash")
+    batch = random_batch(cfg, 1, 128)
+    model, params = make(cfg, batch)
+    prefix = dict(batch, decoder_causal_attention=jnp.zeros((1, 128), jnp.int32).at[:, :40].set(1))
+    with pytest.raises(ValueError, match="model.attention_impl='splash'.*prefix-LM"):
+        logits(model, params, prefix)
+    t5 = tiny("encoder_decoder", position="relative", attention_impl="splash")
+    with pytest.raises(ValueError, match="model.attention_impl='splash'.*bias"):
+        make(t5, random_batch(t5, 1, 128))
+    # `auto` on a TPU takes the einsum for both, with the same logits as `xla`.
+    monkeypatch.setattr(attn, "platform", lambda: "tpu")
+    for config, inputs in ((cfg, prefix), (t5, random_batch(t5, 1, 128))):
+        auto, params = make(config.replace(attention_impl="auto"), inputs)
+        plain, _ = make(config.replace(attention_impl="xla"), inputs)
+        np.testing.assert_array_equal(logits(auto, params, inputs), logits(plain, params, inputs))
