@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from jaxlm.models import attention as attn
+from jaxlm.models import init_decode_cache
 from jaxlm.models.positions import apply_rotary, relative_position_bucket
+from jaxlm.sharding import activate, make_mesh
 
 from ._util import logits, make, random_batch, tiny
 
@@ -260,3 +262,48 @@ def test_splash_model_rejects_prefix_lm_and_relative_bias_but_auto_falls_back(mo
         auto, params = make(config.replace(attention_impl="auto"), inputs)
         plain, _ = make(config.replace(attention_impl="xla"), inputs)
         np.testing.assert_array_equal(logits(auto, params, inputs), logits(plain, params, inputs))
+
+
+def test_a_splash_model_cross_attends_and_decodes_with_the_other_kernels():
+    # Cross-attention and KV-cache decoding cannot take splash; a splash model still runs them.
+    cfg = tiny("encoder_decoder", position="rotary", attention_impl="splash")
+    batch = random_batch(cfg, 1, 128, decoder_length=128)
+    model, params = make(cfg, batch)
+    plain, _ = make(cfg.replace(attention_impl="xla"), batch)
+    full = logits(model, params, batch)
+    np.testing.assert_allclose(full, logits(plain, params, batch), atol=1e-4)
+    cache = init_decode_cache(model, 1, 128, 128)
+    encoded = model.apply({"params": params}, batch, method=model.encode)
+    steps = []
+    for start in (0, 64):  # two 64-token prefills through the cache
+        step = dict(batch, decoder_input_tokens=batch["decoder_input_tokens"][:, start:start + 64])
+        out, mutated = model.apply({"params": params, "cache": cache}, step,
+                                   encoded if start == 0 else None, decode=True,
+                                   mutable=["cache"], method=model.decode)
+        cache = mutated["cache"]
+        steps.append(np.asarray(out))
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-4)
+
+
+@pytest.mark.parametrize("num_kv_heads", [2, 1])
+def test_splash_under_a_mesh_is_shard_mapped_over_batch_and_heads(num_kv_heads):
+    # The Pallas call cannot be partitioned by the compiler: it runs per (batch, heads) shard.
+    # With one kv head the heads cannot split over `tensor` and stay whole.
+    mesh = make_mesh(2, 2, 2)
+    valid, segments, causal = _splash_case("packed causal", 128)
+    valid, segments = jnp.tile(valid, (2, 1)), jnp.tile(segments, (2, 1))
+    keys = jax.random.split(jax.random.key(8), 3)
+    q = jax.random.normal(keys[0], (4, 128, 4, 16))
+    k, v = (jax.random.normal(key, (4, 128, num_kv_heads, 16)) for key in keys[1:])
+    mask = attn.self_attention_mask(valid, segments, causal)
+    ids = attn.kernel_segment_ids(valid, segments)
+    fn = lambda impl: jax.jit(jax.value_and_grad(lambda q, k, v: jnp.sum(jnp.sin(
+        attn.attention_kernel(q, k, v, mask, None, 0.25, impl, causal=True,
+                              segment_ids_BxL=ids))), argnums=(0, 1, 2)))
+    with activate(mesh):
+        (value, grads) = fn("splash")(q, k, v)
+        assert "shard_map" in str(jax.make_jaxpr(fn("splash"))(q, k, v))
+    ref_value, ref_grads = fn("xla")(q, k, v)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+    for grad, ref_grad in zip(grads, ref_grads):
+        np.testing.assert_allclose(grad, ref_grad, atol=2e-5)
