@@ -164,7 +164,7 @@ class ClassifierSteps:
                            jit_eval_step(loss_fn, shardings.params, self.mesh))
         if pretrained is None:
             return state
-        # The optimizer state (zero moments, a count) does not depend on the values swapped in.
+        # AdamW's state (zero moments, a count) does not depend on the values swapped in.
         backbone = _match_backbone(pretrained, state.params["backbone"])
         backbone = jax.device_put(backbone, shardings.params["backbone"])
         return state.replace(params={**state.params, "backbone": backbone})

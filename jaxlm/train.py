@@ -144,7 +144,7 @@ def batch_rows_sharding(mesh: Mesh) -> NamedSharding:
 
 def jit_train_step(model: nn.Module, optim_cfg: OptimConfig, state_shardings: Any, mesh: Mesh,
                    micro_batches: int = 1, label_smoothing: float = 0.0, z_loss: float = 0.0,
-                   fused_loss: bool = True, *, loss_fn: LossFn | None = None):
+                   fused_loss: bool = True, *, loss_fn: LossFn | None = None) -> Callable:
     """train_step jitted with explicit in/out shardings and the state donated. The loss is
     `model`'s LM loss (`lm_loss`) unless `loss_fn` is given (e.g. a classifier's)."""
     loss_fn = loss_fn or lm_loss(model, label_smoothing=label_smoothing, z_loss=z_loss,
@@ -156,7 +156,7 @@ def jit_train_step(model: nn.Module, optim_cfg: OptimConfig, state_shardings: An
                    out_shardings=(state_shardings, replicated), donate_argnums=0)
 
 
-def jit_eval_step(loss_fn: LossFn, param_shardings: Any, mesh: Mesh):
+def jit_eval_step(loss_fn: LossFn, param_shardings: Any, mesh: Mesh) -> Callable:
     """`loss_fn` without dropout, jitted over the mesh: summed loss, correct and weight,
     replicated (add them over batches, then divide)."""
     return jax.jit(lambda params, batch: loss_fn(params, batch, None),

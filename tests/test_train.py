@@ -93,8 +93,8 @@ def assert_params_follow_the_rules(params, cfg, batch, mesh):
 
 def test_four_micro_batches_equal_one_step_on_the_whole_batch():
     cfg = tiny("decoder", scan_layers=True)
-    batches = synthetic_batches(cfg, 3, batch_size=8)
-    mesh = sharding.make_mesh(2, 1, 1, devices=jax.devices()[:2])
+    batches = synthetic_batches(cfg, 3, batch_size=32)
+    mesh = sharding.make_mesh(2, 4, 1)  # each micro-batch: one row per device
     whole, whole_state = run(cfg, batches, mesh)
     accumulated, acc_state = run(cfg, batches, mesh, micro_batches=4)
     np.testing.assert_allclose(accumulated, whole, rtol=1e-5)
@@ -120,7 +120,7 @@ def test_training_reduces_the_loss_and_eval_agrees():
 def test_the_chunked_loss_trains_exactly_like_the_logits_loss(family, changes):
     cfg = tiny(family, scan_layers=True, **changes)
     batches = synthetic_batches(cfg, 3)
-    mesh = sharding.make_mesh(2, 1, 1, devices=jax.devices()[:2])
+    mesh = sharding.make_mesh(2, 4, 1)  # the chunked loss runs per device on one row each
     states = []
     for fused in (True, False):
         model = build_model(cfg)
