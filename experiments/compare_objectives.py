@@ -36,16 +36,14 @@ import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
-from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jaxlm import compare  # noqa: E402
+from jaxlm import cli, compare  # noqa: E402
 from jaxlm import config as config_lib  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", default=compare.__file__, lock_config=True,
-    help_string="Comparison config file (default: jaxlm/compare.py's get_config).")
+_CONFIG = cli.define_config_flag(default=compare.__file__, config=compare.get_config(),
+                                 documented_in="jaxlm/compare.py's get_config")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/compare", "Where the runs and the report go.")
 _MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first.")
 
@@ -71,4 +69,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(main(argv)))
+    cli.run(main)

@@ -30,12 +30,15 @@ import json
 import os
 import sys
 
+from jaxlm import cli
+from jaxlm import config as config_lib
 from jaxlm.checkpoint import CheckpointError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0],
+                           epilog=cli.run_config_epilog(config_lib.get_config()),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--workdir", help="a pretraining run directory (checkpoints/, config.json)")
     source.add_argument("--hf_path", help="a Hugging Face checkpoint folder")

@@ -41,14 +41,16 @@ import sys
 # Runnable as `python experiments/generate.py` from a checkout without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jaxlm import generate  # noqa: E402
+from jaxlm import cli, generate  # noqa: E402
+from jaxlm import config as config_lib  # noqa: E402
 from jaxlm.data.tokenizer import ByteVocabulary, MODE_TOKENS, SentencePieceVocabulary  # noqa: E402
 from jaxlm.finetune import load_pretrained  # noqa: E402
 from jaxlm.models import build_model, param_count  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = cli.ArgumentParser(description=__doc__.split("\n", 1)[0],
+                                epilog=cli.run_config_epilog(config_lib.get_config()))
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--workdir", help="a run directory written by experiments/pretrain.py")
     source.add_argument("--hf_path", help="a Hugging Face checkpoint folder (GPT-2, BERT, T5)")

@@ -36,15 +36,14 @@ import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
-from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from jaxlm import cli  # noqa: E402
 from jaxlm import config as config_lib  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", default=config_lib.__file__, help_string="Config file (default: jaxlm/config.py).",
-    lock_config=True)
+_CONFIG = cli.define_config_flag(default=config_lib.__file__, documented_in="jaxlm/config.py",
+                                 config=config_lib.get_config())
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (local or gs://).", required=True)
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                    "host:port of process 0, for multi-process runs.")
@@ -103,4 +102,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    app.run(lambda argv: sys.exit(main(argv)))
+    cli.run(main)

@@ -63,6 +63,11 @@ def get_config() -> ml_collections.ConfigDict:
         tokens=1_048_576,  # text tokens per arm (2^20); the T5 paper's Table 4 used 2^35
         batch_size=32, learning_rate=3e-3, schedule="cosine", warmup_steps=30,
         log_every=25, eval_batches=4))
+    # The pretraining optimizer: jaxlm/config.py's optim.name, weight_decay, grad_clip_norm and
+    # adafactor.* (T5's Adafactor: name='adafactor', weight_decay=0, grad_clip_norm=0).
+    optim = config_lib.get_config().optim
+    c.pretrain.optim = ml_collections.ConfigDict(
+        {k: optim[k] for k in ("name", "weight_decay", "grad_clip_norm", "adafactor")})
     c.finetune = ml_collections.ConfigDict(dict(
         tasks="stdlib_modules",  # comma-separated: stdlib_modules, glue/sst2, glue/mnli, ...
         steps=200, batch_size=32, learning_rate=1e-3, eval_every=100, seq_len=128,
@@ -185,6 +190,7 @@ def pretrain_config(c: ml_collections.ConfigDict, arm: Arm, seed: int,
     config.train.log_every = p.log_every
     config.train.eval_every = 0  # the final evaluation only
     config.train.eval_batches = p.eval_batches
+    config.optim.update(p.optim.to_dict())
     config.optim.learning_rate = p.learning_rate
     config.optim.schedule = p.schedule
     config.optim.warmup_steps = min(p.warmup_steps, steps)

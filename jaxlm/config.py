@@ -14,9 +14,10 @@ import ml_collections
 
 from jaxlm import objectives as objectives_lib
 from jaxlm.data.pipeline import DataConfig
-from jaxlm.models.config import FIELDS as MODEL_FIELDS
+from jaxlm.models.config import FIELD_TYPES as MODEL_FIELD_TYPES
 from jaxlm.models.config import ModelConfig, model_config_from
-from jaxlm.optim import OptimConfig
+from jaxlm import sharding
+from jaxlm.optim import AdafactorConfig, OptimConfig
 
 # The family each objective trains when model.family is None (the natural pairing).
 NATURAL_FAMILY = {"clm": "decoder", "prefix_lm": "decoder", "mlm": "encoder",
@@ -45,8 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.preset = "tiny"  # tiny | small | base | large | gpt2 | bert_base | t5_base | ...
     # Every architecture field of jaxlm.models.ModelConfig; None keeps the preset's value, except
     # vocab_size (None: the data vocabulary's size) and family (None: the objective's natural one).
-    for field in MODEL_FIELDS:
-        config.model[field] = None
+    # Typed placeholders, so that `--config.model.d_model=128` parses as an int.
+    for field, field_type in MODEL_FIELD_TYPES.items():
+        config.model[field] = ml_collections.FieldReference(None, field_type=field_type)
 
     config.objectives = ml_collections.ConfigDict(
         {name: dict(options) for name, options in OBJECTIVE_OPTIONS.items() if options})
@@ -77,6 +79,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.eval_batches = 10  # validation batches per evaluation
     config.train.label_smoothing = 0.0
     config.train.z_loss = 0.0  # PaLM's log(Z)^2 penalty weight (1e-4 there)
+    # Per-device peak FLOP/s for MFU; None: the table in jaxlm/metrics.py (measured on CPU). A
+    # device kind the table lacks trains without MFU unless this is set.
+    config.train.peak_flops = ml_collections.FieldReference(None, field_type=float)
 
     config.optim = ml_collections.ConfigDict()
     optim = OptimConfig()
@@ -95,6 +100,18 @@ def get_config() -> ml_collections.ConfigDict:
     config.optim.weight_decay = optim.weight_decay  # decoupled; kernels only
     config.optim.decay_embeddings = optim.decay_embeddings
     config.optim.grad_clip_norm = optim.grad_clip_norm  # 0 disables
+    # optim.name=adafactor: T5's settings by default (t5x / Mesh TensorFlow Adafactor; T5 also
+    # used learning_rate 1e-2, schedule rsqrt, weight_decay 0 and grad_clip_norm 0).
+    config.optim.adafactor = ml_collections.ConfigDict()
+    adafactor = AdafactorConfig()
+    config.optim.adafactor.multiply_by_parameter_scale = adafactor.multiply_by_parameter_scale
+    config.optim.adafactor.decay_rate = adafactor.decay_rate  # second moment: 1 - step^-rate
+    config.optim.adafactor.clipping_threshold = adafactor.clipping_threshold  # 0 disables
+    # First-moment EMA rate; None: no first moment (T5).
+    config.optim.adafactor.momentum = ml_collections.FieldReference(None, field_type=float)
+    config.optim.adafactor.factored = adafactor.factored  # row / column second moments
+    config.optim.adafactor.min_dim_size_to_factor = adafactor.min_dim_size_to_factor
+    config.optim.adafactor.eps = adafactor.eps
 
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.every_steps = 500  # also saved at the end and on SIGTERM / SIGINT
@@ -105,6 +122,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.mesh.data = -1  # data-parallel axis size; -1 = all remaining devices
     config.mesh.fsdp = 1  # parameter-sharding (ZeRO-3) axis size
     config.mesh.tensor = 1  # tensor-parallel axis size
+    # Multi-slice TPU: how many slices the data / fsdp axis spans (over DCN; the rest of the axis
+    # is inside each slice). Their product must be the number of slices; 1, 1: one slice.
+    config.mesh.dcn_data = 1
+    config.mesh.dcn_fsdp = 1
+    # Logical axis -> mesh axes, as `logical=mesh[+mesh...]` items joined by commas, e.g.
+    # --config.mesh.rules='heads=,mlp=,activation_mlp=' (an empty right side replicates; `+`
+    # shards over several mesh axes). Logical axes left out keep the default mapping below.
+    config.mesh.rules = sharding.format_rules(sharding.DEFAULT_RULES)
     return config
 
 
@@ -120,6 +145,7 @@ class TrainConfig:
     eval_batches: int = 10
     label_smoothing: float = 0.0
     z_loss: float = 0.0
+    peak_flops: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "micro_batches", "log_every", "eval_batches"):
@@ -132,6 +158,8 @@ class TrainConfig:
         _need(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", self.label_smoothing,
               "a value in [0, 1)")
         _need(self.z_loss >= 0.0, "train.z_loss", self.z_loss, "a non-negative number")
+        _need(self.peak_flops is None or self.peak_flops > 0, "train.peak_flops", self.peak_flops,
+              "None (the device table) or a positive FLOP/s per device")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +190,8 @@ class RunConfig:
     optim: OptimConfig
     checkpoint: CheckpointConfig
     mesh: tuple[int, int, int]  # (data, fsdp, tensor) as configured (-1 unresolved)
+    dcn: tuple[int, int] = (1, 1)  # (dcn_data, dcn_fsdp): slices along data / fsdp
+    rules: sharding.Rules = sharding.DEFAULT_RULES  # logical axis -> mesh axes
 
 
 class ConfigError(ValueError):
@@ -299,6 +329,7 @@ def _resolve(config: ml_collections.ConfigDict) -> RunConfig:
         value = config.mesh[axis]
         _need(isinstance(value, int) and (value == -1 or value > 0), f"mesh.{axis}", value,
               "a positive size or -1")
+    dcn, rules = _mesh_extras(config)
     train = _typed(TrainConfig, _section(config, "train"), "train")
     data = _typed(DataConfig, {**_section(config, "data"), "seed": config.seed}, "data")
     data_vocab = vocabulary_size(data)  # loads a .model file: once
@@ -308,12 +339,28 @@ def _resolve(config: ml_collections.ConfigDict) -> RunConfig:
     optim_values = _section(config, "optim")
     if optim_values.get("total_steps") is None:
         optim_values["total_steps"] = train.steps
+    optim_values["adafactor"] = _typed(AdafactorConfig, optim_values.get("adafactor") or {},
+                                       "optim.adafactor")
     optim = _typed(OptimConfig, optim_values, "optim")
     checkpoint = _typed(CheckpointConfig, _section(config, "checkpoint"), "checkpoint")
     return RunConfig(seed=config.seed, objective=objective,
                      objective_options=objective_options(config, objective), model=model,
                      data=data, train=train, optim=optim, checkpoint=checkpoint,
-                     mesh=(config.mesh.data, config.mesh.fsdp, config.mesh.tensor))
+                     mesh=(config.mesh.data, config.mesh.fsdp, config.mesh.tensor), dcn=dcn,
+                     rules=rules)
+
+
+def _mesh_extras(config: ml_collections.ConfigDict) -> tuple[tuple[int, int], sharding.Rules]:
+    """(dcn_data, dcn_fsdp) and the parsed `mesh.rules`, checked against the mesh axes."""
+    dcn = (config.mesh.get("dcn_data", 1), config.mesh.get("dcn_fsdp", 1))
+    for axis, across in zip(("data", "fsdp"), dcn):
+        _need(isinstance(across, int) and across >= 1, f"mesh.dcn_{axis}", across,
+              "a positive number of slices")
+        size = config.mesh[axis]
+        _need(size == -1 or size % across == 0, f"mesh.dcn_{axis}", across,
+              f"a divisor of mesh.{axis}={size}")
+    rules = config.mesh.get("rules")
+    return dcn, (sharding.DEFAULT_RULES if rules is None else sharding.parse_rules(rules))
 
 
 def validate(config: ml_collections.ConfigDict) -> ModelConfig:

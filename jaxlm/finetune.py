@@ -145,48 +145,46 @@ class ClassifierSteps:
     with `classification_loss` plugged in. The steps are jitted on the first `init`."""
 
     def __init__(self, cfg: ModelConfig, num_classes: int, pooling: str, optim_cfg: OptimConfig,
-                 mesh: Mesh, batch_size: int, seq_len: int) -> None:
+                 mesh: Mesh, batch_size: int, seq_len: int,
+                 rules: sharding.Rules = sharding.DEFAULT_RULES) -> None:
         self.model = Classifier(cfg, num_classes, pooling)
-        self.optim_cfg, self.mesh = optim_cfg, mesh
+        self.optim_cfg, self.mesh, self.rules = optim_cfg, mesh, rules
         self.example = {k: jnp.zeros(v.shape, v.dtype) for k, v in classifier_batch(
             cfg.family, np.zeros((batch_size, seq_len), np.int32)).items()}
-        self.batch_sharding = batch_rows_sharding(mesh)
         self.jitted: tuple[Callable, Callable] | None = None
 
     def init(self, seed: int, pretrained: Any | None = None) -> TrainState:
         """A fresh state (head and, without `pretrained`, backbone initialised from `seed`)."""
         state, shardings = create_train_state(self.model, make_optimizer(self.optim_cfg), seed,
-                                              self.example, self.mesh)
+                                              self.example, self.mesh, self.rules)
         if self.jitted is None:
             loss_fn = classification_loss(self.model)
             self.jitted = (jit_train_step(self.model, self.optim_cfg, shardings, self.mesh,
-                                          loss_fn=loss_fn),
-                           jit_eval_step(loss_fn, shardings.params, self.mesh))
-        if pretrained is None:
-            return state
-        # AdamW's state (zero moments, a count) does not depend on the values swapped in.
-        backbone = _match_backbone(pretrained, state.params["backbone"])
-        backbone = jax.device_put(backbone, shardings.params["backbone"])
-        return state.replace(params={**state.params, "backbone": backbone})
+                                          rules=self.rules, loss_fn=loss_fn),
+                           jit_eval_step(loss_fn, shardings.params, self.mesh, self.rules))
+        if pretrained is not None:  # AdamW's state (zero moments, a count) stays as it is
+            backbone = jax.device_put(_match_backbone(pretrained, state.params["backbone"]),
+                                      shardings.params["backbone"])
+            state = state.replace(params={**state.params, "backbone": backbone})
+        return state
 
     def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        with sharding.activate(self.mesh):
+        with sharding.activate(self.mesh, self.rules):
             return self.jitted[0](state, batch)
 
     def accuracy(self, params: Any, batches: list[dict]) -> float:
         """Accuracy over `batches`, each example weighted by its `label_weights`."""
-        with sharding.activate(self.mesh):
+        with sharding.activate(self.mesh, self.rules):
             sums = jax.device_get([self.jitted[1](params, b) for b in batches])
         correct, total = (sum(float(x[k]) for x in sums) for k in ("correct_sum", "weight_sum"))
         return correct / total
 
     def put(self, batch: dict) -> dict:
         """Host batch -> device arrays split over the data-parallel axes."""
-        return jax.device_put(batch, self.batch_sharding)
+        return jax.device_put(batch, batch_rows_sharding(self.mesh))
 
 
-# ClassifierSteps cached per set-up, so several seeds or checkpoints compile once.
-classifier_steps = functools.lru_cache(maxsize=8)(ClassifierSteps)
+classifier_steps = functools.lru_cache(maxsize=8)(ClassifierSteps)  # per set-up: compile once
 
 
 def _match_backbone(pretrained: Any, abstract: Any) -> Any:
@@ -249,7 +247,8 @@ def finetune(model_cfg: ModelConfig, params: Any | None, task: Task, *, steps: i
              batch_size: int = 32, learning_rate: float = 1e-3, seed: int = 0,
              eval_every: int = 50, dropout: float = 0.1, weight_decay: float = 0.01,
              warmup_fraction: float = 0.1, pooling: str | None = None, mesh: Mesh | None = None,
-             log: Callable[[str], None] | None = print) -> FinetuneResult:
+             log: Callable[[str], None] | None = print,
+             rules: sharding.Rules = sharding.DEFAULT_RULES) -> FinetuneResult:
     """Fine-tunes `params` (None: the no-pretraining baseline, a random init from `seed`) with a
     fresh classification head on `task.train`; accuracy on `task.eval` every `eval_every` steps
     and after the last. `log` (default print) gets one progress line per eval; None: silent."""
@@ -269,7 +268,7 @@ def finetune(model_cfg: ModelConfig, params: Any | None, task: Task, *, steps: i
                             final_lr_fraction=0.0, b1=0.9, b2=0.999, eps=1e-8,
                             weight_decay=weight_decay, grad_clip_norm=1.0)
     fns = classifier_steps(cfg, task.num_classes, pooling, optim_cfg, mesh, batch_size,
-                           task.seq_len)
+                           task.seq_len, rules)
     state = fns.init(seed, params)
     num_params = sum(int(x.size) for x in jax.tree.leaves(state.params))
 
@@ -385,7 +384,8 @@ def _eval_batches(family: str, task: Task, size: int,
 
 
 def load_pretrained(workdir: str, step: int | None = None,
-                    mesh: Mesh | None = None) -> tuple[ModelConfig, Any]:
+                    mesh: Mesh | None = None,
+                    rules: sharding.Rules = sharding.DEFAULT_RULES) -> tuple[ModelConfig, Any]:
     """(ModelConfig, params) of a trainer run directory's checkpoint (the newest without `step`).
 
     Only the params are read (a partial Orbax restore of the `state` item): the optimizer state,
@@ -417,7 +417,7 @@ def load_pretrained(workdir: str, step: int | None = None,
         model = build_model(cfg)
         boxed = jax.eval_shape(lambda: init_params(model, jax.random.key(0), dummy_batch(cfg)))
         mesh = mesh or sharding.make_mesh(-1, 1, 1)
-        shardings = sharding.tree_shardings(boxed, mesh)
+        shardings = sharding.tree_shardings(boxed, mesh, rules)
         abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                 sharding.unbox_values(boxed), shardings)
         restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(

@@ -1,12 +1,14 @@
 """Run metrics: metrics.jsonl, TensorBoard events, a console progress line, and MFU.
 
 Only process 0 writes. MFU is model FLOPs per second (jaxlm.flops) over the devices' peak: a
-table of published dense bf16 peaks for accelerators, and a float32 matmul timed once on CPU.
+table of published dense bf16 peaks for accelerators, and a float32 matmul timed once on CPU;
+`train.peak_flops` overrides both. A device kind the table lacks trains without MFU.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -30,6 +32,8 @@ PEAK_FLOPS = {
 }
 
 _measured_cpu_peak: float | None = None
+_unknown_kinds_logged: set[str] = set()
+log = logging.getLogger(__name__)
 
 
 def measure_matmul_peak(size: int = 1024, repeats: int = 5) -> float:
@@ -45,9 +49,14 @@ def measure_matmul_peak(size: int = 1024, repeats: int = 5) -> float:
     return 2 * size ** 3 / best
 
 
-def peak_flops_per_device(device: jax.Device | None = None) -> float:
-    """The device's peak FLOP/s: the table for accelerators, a measured matmul on CPU (cached)."""
+def peak_flops_per_device(device: jax.Device | None = None,
+                          override: float | None = None) -> float | None:
+    """The device's peak FLOP/s: `override` (train.peak_flops) if given, else the table for
+    accelerators or a measured matmul on CPU (cached); None, logged once per kind, for a device
+    kind the table lacks (TPU v2 / v3, L4, A10, ...)."""
     global _measured_cpu_peak
+    if override is not None:
+        return float(override)
     device = device or jax.devices()[0]
     if device.platform == "cpu":
         if _measured_cpu_peak is None:
@@ -56,8 +65,20 @@ def peak_flops_per_device(device: jax.Device | None = None) -> float:
     for kind, peak in PEAK_FLOPS.items():
         if kind.lower() in device.device_kind.lower():
             return peak
-    raise ValueError(f"No peak FLOP/s is known for device kind {device.device_kind!r}; "
-                     "add it to jaxlm.metrics.PEAK_FLOPS.")
+    if device.device_kind not in _unknown_kinds_logged:
+        _unknown_kinds_logged.add(device.device_kind)
+        log.warning("MFU n/a (unknown peak for %s; set train.peak_flops)", device.device_kind)
+    return None
+
+
+def mesh_peak_flops(devices: Any, override: float | None = None) -> float | None:
+    """The combined peak FLOP/s of a mesh's devices (a numpy array or sequence of them), or None
+    when unknown. On CPU the fake devices share one host, whose peak counts once."""
+    flat = list(getattr(devices, "flat", devices))
+    peak = peak_flops_per_device(flat[0], override)
+    if peak is None:
+        return None
+    return peak * (1 if flat[0].platform == "cpu" else len(flat))
 
 
 def mfu(flops_per_step: float, seconds_per_step: float, num_devices: int,

@@ -14,6 +14,35 @@ OPTIMIZERS = ("adamw", "adafactor")
 
 
 @dataclasses.dataclass(frozen=True)
+class AdafactorConfig:
+    """Adafactor's settings (the `optim.adafactor` config section); the defaults are T5's (Mesh
+    TensorFlow / t5x): factored second moments, no first moment, updates scaled by the
+    parameters' RMS, so the learning rate is relative (T5: 1e-2 with the rsqrt schedule)."""
+
+    multiply_by_parameter_scale: bool = True  # the update is relative to the parameter's RMS
+    decay_rate: float = 0.8  # second-moment decay 1 - step^-decay_rate
+    clipping_threshold: float = 1.0  # update RMS clipping per parameter block; 0 disables
+    momentum: float | None = None  # first-moment EMA rate; None: none (T5)
+    factored: bool = True  # factor the second moment of matrices into row and column means
+    min_dim_size_to_factor: int = 128  # both of the two largest dimensions at least this size
+    eps: float = 1e-30  # added to the squared gradient
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.decay_rate <= 1.0:
+            _fail("adafactor.decay_rate", self.decay_rate, "a value in (0, 1]")
+        if self.clipping_threshold < 0:
+            _fail("adafactor.clipping_threshold", self.clipping_threshold,
+                  "a non-negative number (0 disables)")
+        if self.momentum is not None and not 0.0 <= self.momentum < 1.0:
+            _fail("adafactor.momentum", self.momentum, "None or a value in [0, 1)")
+        if not (isinstance(self.min_dim_size_to_factor, int) and self.min_dim_size_to_factor >= 1):
+            _fail("adafactor.min_dim_size_to_factor", self.min_dim_size_to_factor,
+                  "a positive integer")
+        if not self.eps > 0:
+            _fail("adafactor.eps", self.eps, "> 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class OptimConfig:
     """Optimizer hyperparameters (the `optim` config section)."""
 
@@ -30,6 +59,7 @@ class OptimConfig:
     weight_decay: float = 0.1  # decoupled; applied to kernels only (see decay_mask)
     decay_embeddings: bool = False
     grad_clip_norm: float = 1.0  # global-norm clipping; 0 disables
+    adafactor: AdafactorConfig = AdafactorConfig()  # used when name == 'adafactor'
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
@@ -102,18 +132,33 @@ def decay_mask(params: Any, decay_embeddings: bool = False) -> Any:
 
 
 def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
-    """Clipping, then AdamW with decoupled, masked weight decay (or T5's Adafactor)."""
+    """Clipping, then AdamW or Adafactor, each with decoupled, masked weight decay."""
     schedule = learning_rate_schedule(cfg)
     if cfg.name == "adamw":
         core = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
                            weight_decay=cfg.weight_decay,
                            mask=lambda p: decay_mask(p, cfg.decay_embeddings))
     else:
-        # T5's setting: factored second moments, no first moment, update clipping at 1.0.
-        core = optax.adafactor(schedule, decay_rate=0.8, clipping_threshold=1.0,
-                               momentum=None, multiply_by_parameter_scale=False,
-                               weight_decay_rate=cfg.weight_decay or None,
-                               weight_decay_mask=lambda p: decay_mask(p, cfg.decay_embeddings))
+        core = adafactor(cfg.adafactor, schedule, cfg.weight_decay,
+                         lambda p: decay_mask(p, cfg.decay_embeddings))
     if cfg.grad_clip_norm > 0:
         return optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), core)
     return core
+
+
+def adafactor(cfg: AdafactorConfig, schedule: optax.Schedule, weight_decay: float = 0.0,
+              mask: Any = None) -> optax.GradientTransformation:
+    """optax.adafactor's chain, with the weight decay scaled by the learning rate (decoupled, as
+    in AdamW: optax adds its weight_decay_rate * param unscaled, a 10% shrink per step at 0.1)."""
+    parts = [optax.scale_by_factored_rms(cfg.factored, cfg.decay_rate, 0,
+                                         cfg.min_dim_size_to_factor, cfg.eps)]
+    if cfg.clipping_threshold > 0:
+        parts.append(optax.clip_by_block_rms(cfg.clipping_threshold))
+    if cfg.multiply_by_parameter_scale:
+        parts.append(optax.scale_by_param_block_rms())
+    if cfg.momentum is not None:
+        parts.append(optax.ema(cfg.momentum, debias=False))
+    if weight_decay > 0:
+        parts.append(optax.add_decayed_weights(weight_decay, mask))
+    parts.append(optax.scale_by_learning_rate(schedule))
+    return optax.chain(*parts)

@@ -1,7 +1,9 @@
 """Device mesh, logical-to-mesh axis rules, and shardings for params, state and batches.
 
 Layers name their axes logically (`embed`, `heads`, `mlp`, ...); this module alone maps them onto
-the physical mesh axes `data`, `fsdp` and `tensor`.
+the physical mesh axes `data`, `fsdp` and `tensor` (the table is the config's `mesh.rules`). On
+several TPU slices the mesh is hybrid: `mesh.dcn_data` / `mesh.dcn_fsdp` of the data / fsdp axis
+run over the data-centre network (DCN), the rest inside each slice (ICI).
 """
 
 from __future__ import annotations
@@ -41,6 +43,49 @@ DEFAULT_RULES: Rules = (
 )
 
 
+def format_rules(rules: Rules) -> str:
+    """Rules as the `mesh.rules` string: `logical=mesh[+mesh...]` items joined by commas, an empty
+    right-hand side for a replicated axis."""
+    def axes(mesh_axes: Any) -> str:
+        if mesh_axes is None:
+            return ""
+        return "+".join(mesh_axes) if isinstance(mesh_axes, tuple) else mesh_axes
+
+    return ",".join(f"{name}={axes(mesh_axes)}" for name, mesh_axes in rules)
+
+
+def parse_rules(spec: str, base: Rules = DEFAULT_RULES) -> Rules:
+    """`mesh.rules` -> rules: `base` with each listed logical axis remapped, in base's order.
+
+    Syntax: `embed=fsdp,heads=tensor,activation_batch=data+fsdp,kv=` (`+` joins mesh axes, an
+    empty or `none` right-hand side replicates). Unlisted logical axes keep their `base` mapping.
+    """
+    known = [name for name, _ in base]
+    given: dict[str, Any] = {}
+    for item in (part.strip() for part in str(spec).split(",")):
+        if not item:
+            continue
+        name, eq, right = (x.strip() for x in item.partition("="))
+        if not eq:
+            raise ValueError(f"mesh.rules={spec!r} is invalid at {item!r}: expected "
+                             "logical=mesh[+mesh...] items separated by commas")
+        if name not in known:
+            raise ValueError(f"mesh.rules={spec!r} is invalid: unknown logical axis {name!r}; "
+                             f"expected one of: {', '.join(known)}")
+        if name in given:
+            raise ValueError(f"mesh.rules={spec!r} is invalid: logical axis {name!r} is mapped "
+                             "twice")
+        axes = tuple(a.strip() for a in right.split("+")) if right.lower() not in ("", "none") \
+            else ()
+        bad = [a for a in axes if a not in MESH_AXES]
+        if bad or len(set(axes)) < len(axes):
+            raise ValueError(f"mesh.rules={spec!r} is invalid at {item!r}: "
+                             + (f"unknown mesh axis {bad[0]!r}" if bad else "a repeated mesh axis")
+                             + f"; expected one of: {', '.join(MESH_AXES)} (joined by +)")
+        given[name] = None if not axes else axes[0] if len(axes) == 1 else axes
+    return tuple((name, given.get(name, mesh_axes)) for name, mesh_axes in base)
+
+
 def resolve_mesh_shape(data: int, fsdp: int, tensor: int, num_devices: int) -> tuple[int, ...]:
     """Fills in the one -1 axis with the remaining devices and checks the product."""
     shape = {"data": data, "fsdp": fsdp, "tensor": tensor}
@@ -65,12 +110,44 @@ def resolve_mesh_shape(data: int, fsdp: int, tensor: int, num_devices: int) -> t
     return tuple(shape[k] for k in MESH_AXES)
 
 
+def hybrid_shapes(shape: Sequence[int], dcn_data: int, dcn_fsdp: int
+                  ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(per-slice ICI shape, DCN shape) of a (data, fsdp, tensor) mesh whose data / fsdp axes span
+    dcn_data / dcn_fsdp slices; the tensor axis always stays inside a slice."""
+    dcn = (dcn_data, dcn_fsdp, 1)
+    for axis, size, across in zip(MESH_AXES, shape, dcn):
+        if across < 1 or size % across:
+            raise ValueError(f"mesh.dcn_{axis}={across} is invalid: expected a positive divisor "
+                             f"of the mesh's {axis} axis size {size}")
+    return tuple(size // across for size, across in zip(shape, dcn)), dcn
+
+
+def hybrid_device_grid(shape: Sequence[int], dcn_data: int, dcn_fsdp: int,
+                       devices: Sequence[Any]) -> np.ndarray:
+    """The devices laid out as `shape` with whole slices along the data / fsdp axes
+    (mesh_utils.create_hybrid_device_mesh). Slices are the devices' `slice_index` (multi-slice
+    TPU); devices without one (GPU, CPU) are grouped by process instead."""
+    ici, dcn = hybrid_shapes(shape, dcn_data, dcn_fsdp)
+    by_slice = hasattr(devices[0], "slice_index")
+    groups = len({d.slice_index if by_slice else d.process_index for d in devices})
+    if groups != dcn_data * dcn_fsdp:
+        unit = "slices" if by_slice else "processes (the devices have no slice_index)"
+        raise ValueError(f"mesh.dcn_data={dcn_data} x mesh.dcn_fsdp={dcn_fsdp} is invalid: the "
+                         f"{len(devices)} devices are in {groups} {unit}; the product must equal "
+                         "that number")
+    return mesh_utils.create_hybrid_device_mesh(ici, dcn, devices, process_is_granule=not by_slice)
+
+
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
-              devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A (data, fsdp, tensor) mesh over `devices` (default: all devices of all processes)."""
+              devices: Sequence[jax.Device] | None = None, dcn_data: int = 1,
+              dcn_fsdp: int = 1) -> Mesh:
+    """A (data, fsdp, tensor) mesh over `devices` (default: all devices of all processes); hybrid
+    (slices along data / fsdp) when dcn_data or dcn_fsdp > 1."""
     devices = list(jax.devices() if devices is None else devices)
     shape = resolve_mesh_shape(data, fsdp, tensor, len(devices))
-    if devices == list(jax.devices()):
+    if dcn_data * dcn_fsdp > 1:
+        grid = hybrid_device_grid(shape, dcn_data, dcn_fsdp, devices)
+    elif devices == list(jax.devices()):
         # Topology-aware layout on real accelerators (ICI neighbours along the fast axes).
         grid = mesh_utils.create_device_mesh(shape, devices)
     else:
@@ -79,8 +156,10 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
 
 
 def mesh_from_config(mesh_cfg: Any) -> Mesh:
-    """Mesh from a config section with fields data, fsdp and tensor."""
-    return make_mesh(int(mesh_cfg.data), int(mesh_cfg.fsdp), int(mesh_cfg.tensor))
+    """Mesh from a config section with fields data, fsdp, tensor (and dcn_data, dcn_fsdp)."""
+    return make_mesh(int(mesh_cfg.data), int(mesh_cfg.fsdp), int(mesh_cfg.tensor),
+                     dcn_data=int(mesh_cfg.get("dcn_data", 1)),
+                     dcn_fsdp=int(mesh_cfg.get("dcn_fsdp", 1)))
 
 
 def _mesh_axes_size(mesh: Mesh, axes: Any) -> int:
@@ -112,6 +191,48 @@ def unbox_values(boxed: Any) -> Any:
     """Strips logical-axis boxes without applying their sharding constraints."""
     return jax.tree.map(lambda x: x.value if isinstance(x, nn.meta.AxisMetadata) else x, boxed,
                         is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
+
+
+def optimizer_state_axes(opt_state: Any, boxed_params: Any) -> Any:
+    """`opt_state` (built from the unboxed params) with each per-parameter leaf boxed with logical
+    axes derived from its parameter's, so tree_shardings shards it like the parameter.
+
+    A leaf of the parameter's shape (AdamW's moments, unfactored second moments) takes its axes;
+    a factored moment (Adafactor's v_row / v_col: one dimension reduced away) keeps the axes of
+    the dimensions it keeps; counters, scalars and placeholders stay unboxed (replicated).
+    """
+    flat = jax.tree_util.tree_flatten_with_path(
+        boxed_params, is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))[0]
+    params = {tuple(path): box for path, box in flat if isinstance(box, nn.LogicallyPartitioned)}
+
+    def box(path: tuple[Any, ...], leaf: Any) -> Any:
+        for start in range(len(path)):  # the longest suffix that is a parameter's path
+            param = params.get(tuple(path[start:]))
+            if param is not None:
+                fields = [k.name for k in path[:start] if isinstance(k, jax.tree_util.GetAttrKey)]
+                names = _derived_axes(param.value.shape, tuple(param.names), tuple(leaf.shape),
+                                      fields[-1] if fields else "")
+                return leaf if names is None else param.replace(value=leaf, names=names)
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(box, opt_state)
+
+
+def _derived_axes(shape: tuple[int, ...], names: tuple[Any, ...], leaf_shape: tuple[int, ...],
+                  field: str) -> tuple[Any, ...] | None:
+    if leaf_shape == shape:
+        return names
+    if len(leaf_shape) != len(shape) - 1 or len(shape) < 2:
+        return None
+    dropped = [i for i in range(len(shape)) if shape[:i] + shape[i + 1:] == leaf_shape]
+    if not dropped:
+        return None
+    # Equal sizes leave the dropped dimension ambiguous: optax's Adafactor reduces v_row over the
+    # largest dimension and v_col over the second largest (np.argsort order).
+    order = np.argsort(shape)
+    preferred = {"v_row": int(order[-1]), "v_col": int(order[-2])}.get(field)
+    drop = preferred if preferred in dropped else dropped[0]
+    return names[:drop] + names[drop + 1:]
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

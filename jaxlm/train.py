@@ -38,15 +38,17 @@ def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation
                        rules: sharding.Rules = sharding.DEFAULT_RULES) -> tuple[TrainState, Any]:
     """A train state initialised straight into its shardings; returns (state, state_shardings).
 
-    The optimizer state is built from the logically boxed params, so its moments inherit the
-    params' logical axes and shard the same way.
+    The optimizer state is built from the unboxed params (Adafactor's factored moments have
+    fewer dimensions than their parameter's logical axes); sharding.optimizer_state_axes then
+    gives each moment the axes of its parameter that it keeps, so it shards the same way.
     """
     init_key, dropout_key = jax.random.split(jax.random.key(seed))
 
     def init() -> TrainState:
         params = init_params(model, init_key, example_batch)
+        opt_state = optimizer.init(sharding.unbox_values(params))
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                          opt_state=optimizer.init(params),
+                          opt_state=sharding.optimizer_state_axes(opt_state, params),
                           rng=jax.random.key_data(dropout_key))
 
     return sharding.init_sharded(init, mesh, rules)
@@ -142,23 +144,35 @@ def batch_rows_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(sharding.batch_sharding(mesh).spec[0]))
 
 
+def _with_rules(fn: Callable, rules: sharding.Rules) -> Callable:
+    """`fn` traced under `rules`, whatever rules the caller has in scope."""
+    def traced(*args: Any) -> Any:
+        with nn.logical_axis_rules(rules):
+            return fn(*args)
+    return traced
+
+
 def jit_train_step(model: nn.Module, optim_cfg: OptimConfig, state_shardings: Any, mesh: Mesh,
                    micro_batches: int = 1, label_smoothing: float = 0.0, z_loss: float = 0.0,
-                   fused_loss: bool = True, *, loss_fn: LossFn | None = None) -> Callable:
-    """train_step jitted with explicit in/out shardings and the state donated. The loss is
-    `model`'s LM loss (`lm_loss`) unless `loss_fn` is given (e.g. a classifier's)."""
+                   fused_loss: bool = True, rules: sharding.Rules = sharding.DEFAULT_RULES, *,
+                   loss_fn: LossFn | None = None) -> Callable:
+    """train_step jitted with explicit in/out shardings and the state donated; the model's
+    logical constraints resolve with `rules`. The loss is `model`'s LM loss (`lm_loss`) unless
+    `loss_fn` is given (e.g. a classifier's)."""
     loss_fn = loss_fn or lm_loss(model, label_smoothing=label_smoothing, z_loss=z_loss,
                                  fused_loss=fused_loss)
     step = functools.partial(train_step, loss_fn=loss_fn, optimizer=make_optimizer(optim_cfg),
                              optim_cfg=optim_cfg, micro_batches=micro_batches)
     replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.jit(step, in_shardings=(state_shardings, batch_rows_sharding(mesh)),
+    return jax.jit(_with_rules(step, rules),
+                   in_shardings=(state_shardings, batch_rows_sharding(mesh)),
                    out_shardings=(state_shardings, replicated), donate_argnums=0)
 
 
-def jit_eval_step(loss_fn: LossFn, param_shardings: Any, mesh: Mesh) -> Callable:
-    """`loss_fn` without dropout, jitted over the mesh: summed loss, correct and weight,
-    replicated (add them over batches, then divide)."""
-    return jax.jit(lambda params, batch: loss_fn(params, batch, None),
+def jit_eval_step(loss_fn: LossFn, param_shardings: Any, mesh: Mesh,
+                  rules: sharding.Rules = sharding.DEFAULT_RULES) -> Callable:
+    """`loss_fn` without dropout, jitted over the mesh (under `rules`): summed loss, correct
+    and weight, replicated (add them over batches, then divide)."""
+    return jax.jit(_with_rules(lambda params, batch: loss_fn(params, batch, None), rules),
                    in_shardings=(param_shardings, batch_rows_sharding(mesh)),
                    out_shardings=NamedSharding(mesh, PartitionSpec()))

@@ -147,7 +147,7 @@ def _check_finite(step: int, metrics: dict[str, float]) -> None:
 def evaluate(ctx: _Context, fn: Any, params: Any) -> dict[str, float]:
     """Loss and accuracy over `train.eval_batches` validation batches (the same every time)."""
     totals = None
-    with sharding.activate(ctx.mesh):
+    with sharding.activate(ctx.mesh, ctx.run.rules):
         for local in ctx.pipeline.eval_batches(num_batches=ctx.run.train.eval_batches):
             sums = fn(params, to_global_arrays(_local_rows(local, ctx.rows), ctx.mesh))
             totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
@@ -192,7 +192,8 @@ def setup(config: ml_collections.ConfigDict, devices: Sequence[jax.Device] | Non
     dataset, the mesh against the device count, ...), before anything is compiled."""
     run = config_lib.resolve(config)
     try:
-        mesh = sharding.make_mesh(*run.mesh, devices=devices)
+        mesh = sharding.make_mesh(*run.mesh, devices=devices, dcn_data=run.dcn[0],
+                                  dcn_fsdp=run.dcn[1])
         shard, shards, _ = input_shard(run)
         pipeline = Pipeline(run.data, objective=run.objective, family=run.model.family,
                             global_batch_size=run.train.batch_size,
@@ -230,7 +231,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     model = build_model(run.model)
     optimizer = make_optimizer(run.optim)
     example = jax.device_put(pipeline.zero_batch(1))  # explicit: no implicit transfer
-    state, state_shardings = create_train_state(model, optimizer, run.seed, example, mesh)
+    state, state_shardings = create_train_state(model, optimizer, run.seed, example, mesh,
+                                                run.rules)
     checkpointer = checkpoint_lib.Checkpointer(workdir, keep=run.checkpoint.keep,
                                                async_save=run.checkpoint.async_save)
     iterator, start_step = pipeline.iterator(), 0
@@ -278,12 +280,10 @@ def _loop(ctx: _Context, state: Any, state_shardings: Any, iterator: Any,
 
     step_fn = jit_train_step(ctx.model, run.optim, state_shardings, ctx.mesh,
                              micro_batches=run.train.micro_batches,
-                             label_smoothing=run.train.label_smoothing, z_loss=run.train.z_loss)
-    cpu = ctx.mesh.devices.flat[0].platform == "cpu"
-    # On CPU every (fake) device shares the host whose whole matmul peak is measured.
-    peak = metrics_lib.peak_flops_per_device(ctx.mesh.devices.flat[0]) * (
-        1 if cpu else ctx.mesh.size)
-    eval_fn = jit_eval_step(lm_loss(ctx.model), state_shardings.params, ctx.mesh)
+                             label_smoothing=run.train.label_smoothing, z_loss=run.train.z_loss,
+                             rules=run.rules)
+    peak = metrics_lib.mesh_peak_flops(ctx.mesh.devices, run.train.peak_flops)  # None: unknown
+    eval_fn = jit_eval_step(lm_loss(ctx.model), state_shardings.params, ctx.mesh, run.rules)
     watcher = _PreemptionSignal()
     pending: tuple[int, Any] | None = None
     timer = {"time": None, "step": start_step}
@@ -300,7 +300,8 @@ def _loop(ctx: _Context, state: Any, state_shardings: Any, iterator: Any,
         if timer["time"] is not None and step > timer["step"]:
             seconds = (now - timer["time"]) / (step - timer["step"])
             metrics["tokens_per_second"] = tokens_per_step / seconds
-            metrics["mfu"] = flops_per_step / seconds / peak
+            if peak is not None:
+                metrics["mfu"] = flops_per_step / seconds / peak
         timer.update(time=now, step=step)
         if compile_seconds is not None:
             metrics["compile_seconds"], compile_seconds = compile_seconds, None
@@ -314,7 +315,7 @@ def _loop(ctx: _Context, state: Any, state_shardings: Any, iterator: Any,
         data_states = _gather_data_states(iterator.get_state())
         checkpointer.save(step, state, data_states, run.model, force=force)
 
-    with sharding.activate(ctx.mesh):
+    with sharding.activate(ctx.mesh, ctx.run.rules):
         batch = to_global_arrays(_local_rows(next(iterator), ctx.rows), ctx.mesh)
         compile_start = time.perf_counter()
         compiled = step_fn.lower(state, batch).compile()

@@ -11,18 +11,18 @@ import pytest
 from jaxlm import sharding
 from jaxlm.checkpoint import Checkpointer, CheckpointError, PreemptionWatcher, abstract_like
 from jaxlm.models import build_model
-from jaxlm.optim import OptimConfig, make_optimizer
-from jaxlm.train import create_train_state
+from jaxlm.optim import AdafactorConfig, OptimConfig, make_optimizer
+from jaxlm.train import create_train_state, jit_train_step
 
 from .models._util import random_batch, tiny
+from .test_train import synthetic_batches
 
 CFG = tiny("decoder", scan_layers=True, num_kv_heads=2)
 
 
-def state_on(mesh):
+def state_on(mesh, optim=OptimConfig()):
     model = build_model(CFG)
-    return create_train_state(model, make_optimizer(OptimConfig()), 0,
-                              random_batch(CFG, 8, 8), mesh)
+    return create_train_state(model, make_optimizer(optim), 0, random_batch(CFG, 8, 8), mesh)
 
 
 def test_save_keeps_n_and_restores_onto_other_meshes(tmp_path):
@@ -79,3 +79,29 @@ def test_preemption_watcher_turns_sigterm_into_a_flag():
         assert watcher.requested and watcher.signal_name == "SIGTERM"
     finally:
         watcher.restore_handlers()
+
+
+def test_adafactor_state_restores_across_meshes_both_ways(tmp_path):
+    # min_dim_size_to_factor 32: the tiny model's matrices get factored moments.
+    optim = OptimConfig(name="adafactor", learning_rate=1e-2, warmup_steps=0,
+                        schedule="constant", weight_decay=0.0,
+                        adafactor=AdafactorConfig(min_dim_size_to_factor=32))
+    one = sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1])
+    meshes = {"one": one, "2x2x2": sharding.make_mesh(2, 2, 2)}
+    for source, target in (("2x2x2", "one"), ("one", "2x2x2")):
+        state, shardings = state_on(meshes[source], optim)
+        with sharding.activate(meshes[source]):
+            state, _ = jit_train_step(build_model(CFG), optim, shardings, meshes[source])(
+                state, jax.device_put(synthetic_batches(CFG, 1)[0],
+                                      sharding.batch_sharding(meshes[source])))
+        ckpt = Checkpointer(str(tmp_path / source), async_save=False)
+        ckpt.save(1, state, {}, CFG)
+        ckpt.wait()
+        fresh, fresh_shardings = state_on(meshes[target], optim)
+        _, restored, _ = ckpt.restore(abstract_like(fresh, fresh_shardings), CFG)
+        ckpt.close()
+        jax.tree.map(np.testing.assert_array_equal, restored, state)
+        factored = restored.opt_state[1][0]  # [0] is the global-norm clipping's
+        v_row = factored.v_row["decoder"]["layers"]["mlp"]["wi"]["kernel"]
+        assert v_row.sharding.mesh.shape == meshes[target].shape
+        assert float(np.abs(np.asarray(v_row)).sum()) > 0  # a trained moment, not the init

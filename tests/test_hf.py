@@ -1,108 +1,82 @@
-"""jaxlm.hf against transformers' PyTorch models: import, export and round trips, logits to 1e-4."""
+"""jaxlm.hf against transformers: import, export and round trips, logits to 1e-4.
+
+The PyTorch side is golden data in tests/hf_reference/ (save_pretrained folders of tiny random
+models and transformers' PyTorch logits, written by tests/hf_reference/make_reference.py), so the
+default test install needs no torch. transformers' Flax models (transformers < 5, on JAX) are the
+live reference. transformers and torch are imported inside the tests that use them, so that
+collection never depends on them.
+"""
 
 import json
 import os
+import re
+import types
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-
-# transformers is only the PyTorch (and Flax) reference here: keep it from importing TensorFlow,
-# which costs seconds of the test budget.
-os.environ.setdefault("USE_TF", "0")
-import transformers  # noqa: E402
 from flax.serialization import msgpack_serialize
 from flax.traverse_util import unflatten_dict
 from safetensors.numpy import load_file, save_file
 
 from jaxlm.hf import from_hf, to_hf
 from jaxlm.models import build_model, get_preset, init_params, stack_layers
+from tests.hf_reference.make_reference import VOCAB, hf_kwargs
 
 TOL = 1e-4
-VOCAB = 128
-# Init std 0.2 (not 0.02) so that attention is far from uniform and a swapped or untransposed
-# query / key would show in the logits.
-HF_MODELS = {
-    "gpt2": lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        n_layer=2, n_embd=32, n_head=4, vocab_size=VOCAB, n_positions=64,
-        initializer_range=0.2)),
-    "bert": lambda: transformers.BertForMaskedLM(transformers.BertConfig(
-        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=64, type_vocab_size=2,
-        initializer_range=0.2)),
-    # v1.0: relu, tied and scaled logits; an uneven decoder depth checks num_decoder_layers.
-    "t5_v1_0": lambda: transformers.T5ForConditionalGeneration(transformers.T5Config(
-        vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=3,
-        num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=16,
-        feed_forward_proj="relu", tie_word_embeddings=True)),
-    # v1.1: gated-gelu, untied lm_head; head_dim * heads != d_model.
-    "t5_v1_1": lambda: transformers.T5ForConditionalGeneration(transformers.T5Config(
-        vocab_size=VOCAB, d_model=32, d_kv=16, d_ff=48, num_layers=2, num_heads=4,
-        relative_attention_num_buckets=8, relative_attention_max_distance=16,
-        feed_forward_proj="gated-gelu", tie_word_embeddings=False)),
-}
+REFERENCE = os.path.join(os.path.dirname(__file__), "hf_reference")
+NAMES = ("gpt2", "bert", "t5_v1_0", "t5_v1_1")
+# config.json fields that only training or bookkeeping read (jaxlm imports no dropout).
+UNUSED_AT_INFERENCE = re.compile(
+    r"pdrop|dropout|^initializer_|^_name_or_path$|^dtype$|^transformers_version$")
 
 
-def _randomize(model: torch.nn.Module) -> None:
-    """Random norms and biases too (HF inits them to 1 / 0, which would hide a mix-up)."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if any(s in name for s in ("LayerNorm", "ln_", "layer_norm")) or name.endswith("bias"):
-                p.add_(0.1 * torch.randn_like(p))
+def _reference(name: str) -> tuple[str, dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """(golden folder, jaxlm batch, mask of output positions to compare, PyTorch logits)."""
+    path = os.path.join(REFERENCE, name)
+    with np.load(os.path.join(path, "reference.npz")) as f:
+        data = dict(f)
+    keep, logits = data.pop("keep"), data.pop("logits")
+    return path, data, keep, logits
 
 
-@pytest.fixture(scope="module")
-def hf_dirs(tmp_path_factory):
-    """name -> (torch model, folder written by save_pretrained)."""
-    out = {}
-    for i, (name, make) in enumerate(HF_MODELS.items()):
-        torch.manual_seed(i)
-        model = make()
-        _randomize(model)
-        model.eval()
-        path = str(tmp_path_factory.mktemp(name))
-        model.save_pretrained(path, safe_serialization=True)
-        out[name] = (model, path)
-    return out
-
-
-def _inputs(name: str, seed: int = 0):
-    """(jaxlm batch, torch kwargs, mask of output positions to compare)."""
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(3, VOCAB, (2, 10))
-    if name == "gpt2":
-        return ({"decoder_input_tokens": ids}, {"input_ids": torch.tensor(ids)},
-                np.ones(ids.shape, bool))
-    ids[1, 6:] = 0  # padding (id 0) on the second row
-    valid = ids != 0
-    if name == "bert":
-        types = rng.integers(0, 2, ids.shape)
-        return ({"encoder_input_tokens": ids, "encoder_token_types": types},
-                {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(valid),
-                 "token_type_ids": torch.tensor(types)}, valid)  # padded rows are unspecified
-    dec = rng.integers(3, VOCAB, (2, 7))
-    dec[:, 0] = 0  # T5 starts the decoder with pad
-    return ({"encoder_input_tokens": ids, "decoder_input_tokens": dec},
-            {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(valid),
-             "decoder_input_ids": torch.tensor(dec)}, np.ones(dec.shape, bool))
-
-
-def _torch_logits(model, kwargs) -> np.ndarray:
-    with torch.no_grad():
-        return model(**kwargs).logits.numpy()
+def _architecture(path: str) -> str:
+    """The transformers class a save_pretrained folder names."""
+    with open(os.path.join(path, "config.json")) as f:
+        return json.load(f)["architectures"][0]
 
 
 def _jaxlm_logits(model, params, batch) -> np.ndarray:
     return np.asarray(jax.jit(model.apply)({"params": params}, batch))
 
 
-def _max_err(name, model, params, torch_model) -> float:
-    batch, kwargs, keep = _inputs(name)
-    out, ref = _jaxlm_logits(model, params, batch), _torch_logits(torch_model, kwargs)
+def _max_err(out: np.ndarray, ref: np.ndarray, keep: np.ndarray) -> float:
     assert out.shape == ref.shape
     return float(np.abs(out - ref)[keep].max())
+
+
+class _JnpWithClipAMax(types.ModuleType):
+    """jax.numpy whose clip still takes a_min / a_max, which transformers 4.x's FlaxT5 passes and
+    the installed jax no longer accepts."""
+
+    def __getattr__(self, name):
+        return getattr(jnp, name)
+
+    @staticmethod
+    def clip(x, a_min=None, a_max=None, **kwargs):
+        return jnp.clip(x, a_min, a_max, **kwargs)
+
+
+def _transformers(monkeypatch):
+    """transformers, without TensorFlow (seconds of import) and with FlaxT5 runnable."""
+    monkeypatch.setenv("USE_TF", "0")
+    import transformers
+    from transformers.models.t5 import modeling_flax_t5
+
+    monkeypatch.setattr(modeling_flax_t5, "jnp", _JnpWithClipAMax("jax.numpy"))
+    return transformers
 
 
 # Scanned and unrolled forward passes for GPT-2 and BERT; one of each for T5 (compiles are slow),
@@ -110,27 +84,50 @@ def _max_err(name, model, params, torch_model) -> float:
 @pytest.mark.parametrize("name,scan_layers", [
     ("gpt2", True), ("gpt2", False), ("bert", True), ("bert", False), ("t5_v1_0", False),
     ("t5_v1_1", True)])
-def test_from_hf_safetensors_matches_transformers(hf_dirs, name, scan_layers):
-    torch_model, path = hf_dirs[name]
+def test_from_hf_safetensors_matches_pytorch_reference(name, scan_layers):
+    path, batch, keep, ref = _reference(name)
     model, params = from_hf(path, scan_layers=scan_layers)
     assert model.cfg.scan_layers == scan_layers
     stack = params["decoder" if "decoder" in params else "encoder"]
     assert ("layers" in stack) == scan_layers and ("layers_0" in stack) != scan_layers
-    assert _max_err(name, model, params, torch_model) < TOL
+    assert _max_err(_jaxlm_logits(model, params, batch), ref, keep) < TOL
     other_model, other = from_hf(path, scan_layers=not scan_layers)
     assert other_model.cfg == model.cfg.replace(scan_layers=not scan_layers)
     unrolled, scanned = (other, params) if scan_layers else (params, other)
     jax.tree.map(np.testing.assert_array_equal, stack_layers(unrolled), scanned)
 
 
-def _flax_names_t5(state_dict) -> dict:
-    """The PyTorch state dict renamed as transformers' FlaxT5 stores it (kernels [in, out],
-    nn.Embed `embedding`, T5 layer norms keep `weight`); the stack embeddings are shared."""
+@pytest.mark.parametrize("name", NAMES)
+def test_to_hf_reproduces_reference(monkeypatch, tmp_path, name):
+    """Export of an import: the golden tensors exactly, and the config transformers builds."""
+    transformers = _transformers(monkeypatch)
+    path = _reference(name)[0]
+    model, params = from_hf(path, scan_layers=True)
+    to_hf(model, params, str(tmp_path))
+    golden, exported = (load_file(os.path.join(p, "model.safetensors")) for p in (path, tmp_path))
+    assert sorted(exported) == sorted(golden)
+    for key, value in golden.items():
+        assert exported[key].dtype == value.dtype, key
+        np.testing.assert_array_equal(exported[key], value, err_msg=key)
+    assert _architecture(str(tmp_path)) == _architecture(path)
+    want, got = (transformers.AutoConfig.from_pretrained(str(p)) for p in (path, tmp_path))
+    assert type(got) is type(want)
+    want, got = want.to_dict(), got.to_dict()
+    for key, value in want.items():  # fields the golden config sets; unset ones take defaults
+        if value is not None and not UNUSED_AT_INFERENCE.search(key):
+            assert got.get(key) == value, key
+    _, again = from_hf(str(tmp_path), scan_layers=True)
+    jax.tree.map(np.testing.assert_array_equal, again, params)
+
+
+def _flax_names_t5(tensors: dict[str, np.ndarray]) -> dict:
+    """PyTorch T5 tensors renamed as transformers' FlaxT5 stores them (kernels [in, out], nn.Embed
+    `embedding`, T5 layer norms keep `weight`); the stacks' embeddings are the shared one."""
     flat = {}
-    for name, value in state_dict.items():
+    for name, x in tensors.items():
         if name.endswith("embed_tokens.weight"):
             continue
-        key, x = tuple(name.split(".")), value.numpy()
+        key = tuple(name.split("."))
         if key[0] == "shared" or key[-2] == "relative_attention_bias":
             key = key[:-1] + ("embedding",)
         elif "layer_norm" not in key[-2]:
@@ -139,63 +136,38 @@ def _flax_names_t5(state_dict) -> dict:
     return unflatten_dict(flat)
 
 
-def _write_flax_checkpoint(torch_model, pt_dir, out_dir) -> str:
-    """A real flax_model.msgpack from transformers' Flax classes. transformers 4.57's FlaxT5 calls
-    jnp.clip(a_max=...), which the installed jax no longer accepts, so for T5 alone (and only on
-    that TypeError) the checkpoint is written here with HF's Flax names instead."""
-    cls = getattr(transformers, "Flax" + type(torch_model).__name__)
-    try:
-        cls.from_pretrained(pt_dir, from_pt=True).save_pretrained(out_dir)
-        return "transformers"
-    except TypeError as e:
-        if "T5" not in cls.__name__ or "a_max" not in str(e):
-            raise
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(pt_dir, "config.json")) as f:
-        config = json.load(f)
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(config, f)
-    with open(os.path.join(out_dir, "flax_model.msgpack"), "wb") as f:
-        f.write(msgpack_serialize(_flax_names_t5(torch_model.state_dict())))
-    return "manual"
-
-
 @pytest.mark.parametrize("name", ["gpt2", "bert", "t5_v1_1"])
-def test_from_hf_flax_msgpack_matches_transformers(hf_dirs, tmp_path, name):
-    torch_model, path = hf_dirs[name]
-    route = _write_flax_checkpoint(torch_model, path, str(tmp_path))
-    assert route == "transformers" or name.startswith("t5")
-    assert os.listdir(tmp_path).count("flax_model.msgpack") == 1
+def test_from_hf_flax_msgpack_matches_transformers_flax(monkeypatch, tmp_path, name):
+    """transformers converts the golden folder to its Flax model and writes flax_model.msgpack;
+    jaxlm imports the same params from it, and its logits are the Flax model's, live."""
+    transformers = _transformers(monkeypatch)
+    path, batch, keep, ref = _reference(name)
+    flax_class = getattr(transformers, "Flax" + _architecture(path))
+    flax_model = flax_class.from_pretrained(path, from_pt=True)
+    flax_model.save_pretrained(str(tmp_path))
+    assert "flax_model.msgpack" in os.listdir(tmp_path)
     assert "model.safetensors" not in os.listdir(tmp_path)
     model, params = from_hf(str(tmp_path), scan_layers=False)
-    # The same params as the safetensors import, whose logits match transformers (test above).
     pt_model, from_pt = from_hf(path, scan_layers=False)
     assert model.cfg == pt_model.cfg
     jax.tree.map(np.testing.assert_array_equal, params, from_pt)
+    live = np.asarray(flax_model(**hf_kwargs(batch)).logits)
+    assert _max_err(_jaxlm_logits(model, params, batch), live, keep) < TOL
+    assert _max_err(live, ref, keep) < TOL  # and the live reference agrees with the golden one
 
 
-AUTO = {"gpt2": transformers.AutoModelForCausalLM, "bert": transformers.AutoModelForMaskedLM,
-        "t5_v1_0": transformers.AutoModelForSeq2SeqLM,
-        "t5_v1_1": transformers.AutoModelForSeq2SeqLM}
-
-
-@pytest.mark.parametrize("name", list(HF_MODELS))
-def test_to_hf_round_trip(hf_dirs, tmp_path, name):
-    torch_model, path = hf_dirs[name]
-    model, params = from_hf(path, scan_layers=True)
-    to_hf(model, params, str(tmp_path))
-    with open(tmp_path / "config.json") as f:
-        assert json.load(f)["architectures"] == torch_model.config.architectures
-    reloaded = AUTO[name].from_pretrained(str(tmp_path)).eval()
-    assert type(reloaded) is type(torch_model)
-    _, kwargs, keep = _inputs(name, seed=1)
-    err = np.abs(_torch_logits(reloaded, kwargs) - _torch_logits(torch_model, kwargs))[keep].max()
-    assert err < TOL
-    # Every tensor transformers holds is the original one (nothing re-initialised).
-    for key, value in torch_model.state_dict().items():
-        torch.testing.assert_close(reloaded.state_dict()[key], value, rtol=0, atol=0, msg=key)
-    _, again = from_hf(str(tmp_path), scan_layers=True)
-    jax.tree.map(np.testing.assert_array_equal, again, params)
+def test_from_hf_flax_msgpack_t5_names(tmp_path):
+    """A flax_model.msgpack with FlaxT5's names written here (the shared embedding stored once,
+    T5 norms under `weight`): the same params as the PyTorch-named import."""
+    path = _reference("t5_v1_0")[0]
+    with open(os.path.join(path, "config.json")) as f, open(tmp_path / "config.json", "w") as g:
+        g.write(f.read())
+    tensors = load_file(os.path.join(path, "model.safetensors"))
+    with open(tmp_path / "flax_model.msgpack", "wb") as f:
+        f.write(msgpack_serialize(_flax_names_t5(tensors)))
+    _, params = from_hf(str(tmp_path), scan_layers=False)
+    _, reference = from_hf(path, scan_layers=False)
+    jax.tree.map(np.testing.assert_array_equal, params, reference)
 
 
 NATIVE_GPT2 = dict(position="learned", norm="layernorm", use_bias=True, norm_bias=True,
@@ -214,26 +186,50 @@ def _random_boxed_params(model, seed=0):
 
 
 @pytest.mark.parametrize("family,auto,changes", [
-    ("decoder", transformers.AutoModelForCausalLM, NATIVE_GPT2),
-    ("encoder", transformers.AutoModelForMaskedLM, dict(
+    ("decoder", "FlaxAutoModelForCausalLM", NATIVE_GPT2),
+    ("encoder", "FlaxAutoModelForMaskedLM", dict(
         NATIVE_GPT2, norm_position="post", embedding_norm=True, final_norm=False,
         mlp_activation="gelu", mlm_head_transform=True, output_bias=True, num_token_types=2)),
-    ("encoder_decoder", transformers.AutoModelForSeq2SeqLM, dict(
+    ("encoder_decoder", "FlaxAutoModelForSeq2SeqLM", dict(
         vocab_size=VOCAB, d_model=32, num_heads=4, head_dim=8, d_ff=48, position="relative",
         relative_buckets=8, relative_max_distance=16, attention_logit_scale=False,
         mlp_activation="swiglu", tie_embeddings=False, num_decoder_layers=1)),
 ])
-def test_native_jaxlm_model_exports(tmp_path, family, auto, changes):
+def test_native_jaxlm_model_exports(monkeypatch, tmp_path, family, auto, changes):
+    """A jaxlm-trained model's export loads in transformers (its Flax model, from the PyTorch-named
+    safetensors) with the same logits."""
+    transformers = _transformers(monkeypatch)
     cfg = get_preset("tiny", family).replace(**changes)  # scanned, boxed params: both accepted
     model = build_model(cfg)
     params = _random_boxed_params(model)
     leaves = nn.meta.unbox(params)
     to_hf(model, params, str(tmp_path))
-    hf_model = auto.from_pretrained(str(tmp_path)).eval()
+    hf_model = getattr(transformers, auto).from_pretrained(str(tmp_path), from_pt=True)
     name = {"decoder": "gpt2", "encoder": "bert", "encoder_decoder": "t5_v1_1"}[family]
-    assert _max_err(name, model, leaves, hf_model) < TOL
+    _, batch, keep, _ = _reference(name)
+    live = np.asarray(hf_model(**hf_kwargs(batch)).logits)
+    assert _max_err(_jaxlm_logits(model, leaves, batch), live, keep) < TOL
     _, back = from_hf(str(tmp_path))
     jax.tree.map(np.testing.assert_array_equal, back, leaves)
+
+
+def test_golden_and_export_match_live_pytorch(monkeypatch, tmp_path):
+    """With the `hf` extra (torch): the golden folders still give their stored logits in the
+    installed transformers, and so do jaxlm's exports of them, tensor for tensor."""
+    torch = pytest.importorskip("torch")
+    transformers = _transformers(monkeypatch)
+    for name in NAMES:
+        path, batch, keep, ref = _reference(name)
+        model, params = from_hf(path)
+        to_hf(model, params, str(tmp_path / name))
+        golden, exported = (getattr(transformers, _architecture(p)).from_pretrained(p).eval()
+                            for p in (path, str(tmp_path / name)))
+        kwargs = {k: torch.tensor(v) for k, v in hf_kwargs(batch).items()}
+        for hf_model in (golden, exported):
+            with torch.no_grad():
+                assert _max_err(hf_model(**kwargs).logits.numpy(), ref, keep) < TOL, name
+        for key, value in golden.state_dict().items():
+            torch.testing.assert_close(exported.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
 
 @pytest.mark.parametrize("family,changes,option", [
@@ -254,7 +250,7 @@ def test_to_hf_refuses_unrepresentable_options(tmp_path, family, changes, option
     assert not os.listdir(tmp_path)
 
 
-def test_from_hf_refuses_bad_inputs(hf_dirs, tmp_path):
+def test_from_hf_refuses_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="config.json"):
         from_hf(str(tmp_path))  # empty folder
     with open(tmp_path / "config.json", "w") as f:
@@ -275,7 +271,7 @@ def test_from_hf_refuses_bad_inputs(hf_dirs, tmp_path):
     with pytest.raises(ValueError, match="holds no weights"):
         from_hf(str(tmp_path))
 
-    _, path = hf_dirs["gpt2"]
+    path = _reference("gpt2")[0]
     with open(os.path.join(path, "config.json")) as f:
         config = json.load(f)
     tensors = load_file(os.path.join(path, "model.safetensors"))
@@ -299,9 +295,9 @@ def test_from_hf_refuses_bad_inputs(hf_dirs, tmp_path):
             from_hf(str(bad))
 
 
-def test_tied_lm_head_copy_is_accepted(hf_dirs, tmp_path):
+def test_tied_lm_head_copy_is_accepted(tmp_path):
     """Older GPT-2 checkpoints also store lm_head.weight (tied to wte): not an unused tensor."""
-    _, path = hf_dirs["gpt2"]
+    path = _reference("gpt2")[0]
     tensors = load_file(os.path.join(path, "model.safetensors"))
     tensors["lm_head.weight"] = tensors["transformer.wte.weight"].copy()
     save_file(tensors, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})

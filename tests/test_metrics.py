@@ -2,6 +2,7 @@
 
 import glob
 import json
+import logging
 import os
 
 import jax
@@ -9,6 +10,8 @@ import numpy as np
 import pytest
 
 from jaxlm import metrics
+
+from .test_trainer import corpus_dir  # noqa: F401 - the offline corpus fixture
 
 
 def test_jsonl_and_tensorboard_events(tmp_path):
@@ -35,6 +38,57 @@ def test_mfu_and_measured_cpu_peak():
     peak = metrics.peak_flops_per_device(jax.devices()[0])
     assert 1e8 < peak < 1e14  # a CPU, measured
     assert metrics.peak_flops_per_device(jax.devices()[0]) == peak  # measured once
+
+
+class FakeDevice:
+    """A device of a given platform and kind (jax's own devices are read-only)."""
+
+    def __init__(self, platform, device_kind):
+        self.platform, self.device_kind = platform, device_kind
+
+
+def test_peak_table_override_and_unknown_kinds(caplog, monkeypatch):
+    monkeypatch.setattr(metrics, "_unknown_kinds_logged", set())
+    v3 = FakeDevice("tpu", "TPU v3")
+    with caplog.at_level(logging.WARNING, logger="jaxlm.metrics"):
+        assert metrics.peak_flops_per_device(v3) is None
+        assert metrics.mesh_peak_flops([v3] * 8) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "MFU n/a (unknown peak for TPU v3; set train.peak_flops)"]  # once per kind
+    assert metrics.mesh_peak_flops([v3] * 8, override=4.5e13) == 8 * 4.5e13
+    assert metrics.mesh_peak_flops([FakeDevice("tpu", "TPU v4")] * 4) == 4 * 275e12
+    assert metrics.mesh_peak_flops([FakeDevice("gpu", "NVIDIA H100 80GB HBM3")]) == 989e12
+    assert metrics.peak_flops_per_device(FakeDevice("tpu", "TPU v4"), override=1e12) == 1e12
+    cpu = jax.devices()[0]  # the fake CPU devices share one host: its peak counts once
+    assert metrics.mesh_peak_flops(jax.devices(), 1e11) == 1e11
+    assert metrics.mesh_peak_flops(jax.devices()) == metrics.peak_flops_per_device(cpu)
+
+
+@pytest.mark.parametrize("peak_flops", [None, 1e9])
+def test_an_unknown_device_kind_trains_without_mfu(corpus_dir, tmp_path, monkeypatch, caplog,
+                                                   peak_flops):
+    from jaxlm import trainer
+
+    from .test_trainer import tiny_config
+
+    real = metrics.mesh_peak_flops
+    monkeypatch.setattr(metrics, "mesh_peak_flops", lambda devices, override=None: real(
+        [FakeDevice("tpu", "TPU v2")] * 8, override))
+    monkeypatch.setattr(metrics, "_unknown_kinds_logged", set())
+    config = tiny_config(corpus_dir, **{"train.steps": 2, "checkpoint.every_steps": 2,
+                                        "train.peak_flops": peak_flops})
+    with caplog.at_level(logging.WARNING, logger="jaxlm.metrics"):
+        summary = trainer.train(config, str(tmp_path), say=lambda line: None)
+    assert summary.final_step == 2
+    train = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    train = [r for r in train if r["split"] == "train"]
+    assert [r["step"] for r in train] == [1, 2] and all(r["tokens_per_second"] > 0 for r in train)
+    logged = [r.getMessage() for r in caplog.records if r.name == "jaxlm.metrics"]
+    if peak_flops is None:
+        assert all("mfu" not in r for r in train)
+        assert logged == ["MFU n/a (unknown peak for TPU v2; set train.peak_flops)"]
+    else:
+        assert all(r["mfu"] > 0 for r in train) and not logged
 
 
 def _fields(line):

@@ -5,8 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.sharding import PartitionSpec
 
-from jaxlm.optim import OptimConfig, decay_mask, learning_rate_schedule, make_optimizer
+from jaxlm import sharding
+from jaxlm.optim import (AdafactorConfig, OptimConfig, decay_mask, learning_rate_schedule,
+                         make_optimizer)
 
 from .models._util import make, tiny
 
@@ -95,3 +98,73 @@ def test_adafactor_reduces_a_quadratic():
 def test_invalid_optimizer_settings_name_the_field(changes, field):
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
         OptimConfig(**changes)
+
+
+T5_ADAFACTOR = dict(multiply_by_parameter_scale=True, decay_rate=0.8, clipping_threshold=1.0,
+                    momentum=None, factored=True)
+
+
+def test_adafactor_defaults_are_t5s_and_match_optax():
+    assert {k: getattr(AdafactorConfig(), k) for k in T5_ADAFACTOR} == T5_ADAFACTOR
+    cfg = OptimConfig(name="adafactor", learning_rate=1e-2, warmup_steps=0, schedule="constant",
+                      weight_decay=0.0, grad_clip_norm=0.0)
+    ours, reference = make_optimizer(cfg), optax.adafactor(1e-2, **T5_ADAFACTOR)
+    params = {"w": jnp.linspace(-1.0, 1.0, 256 * 130).reshape(256, 130), "b": jnp.ones((130,))}
+    states = [ours.init(params), reference.init(params)]
+    for step in range(3):
+        grads = jax.tree.map(lambda p: jnp.cos(p * (step + 1)), params)
+        (a, states[0]), (b, states[1]) = (ours.update(grads, states[0], params),
+                                          reference.update(grads, states[1], params))
+        jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6), a, b)
+        params = optax.apply_updates(params, a)
+    assert states[0][0].v_row["w"].shape == (130,)  # factored: the largest dim reduced
+
+
+def test_adafactor_weight_decay_is_decoupled_and_scaled_by_the_learning_rate():
+    cfg = OptimConfig(name="adafactor", learning_rate=1e-2, warmup_steps=0, schedule="constant",
+                      weight_decay=0.1, grad_clip_norm=0.0)
+    params = {"dense": {"kernel": jnp.full((4, 4), 2.0), "bias": jnp.full((4,), 2.0)}}
+    opt = make_optimizer(cfg)
+    updates, _ = opt.update(jax.tree.map(jnp.zeros_like, params), opt.init(params), params)
+    np.testing.assert_allclose(updates["dense"]["kernel"], -1e-2 * 0.1 * 2.0, rtol=1e-6)
+    np.testing.assert_allclose(updates["dense"]["bias"], 0.0)  # masked, like AdamW
+
+
+@pytest.mark.parametrize("field,value", [("decay_rate", 1.5), ("clipping_threshold", -1.0),
+                                         ("momentum", 1.0), ("min_dim_size_to_factor", 0),
+                                         ("eps", 0.0)])
+def test_invalid_adafactor_settings_name_the_field(field, value):
+    with pytest.raises(ValueError, match=rf"optim\.adafactor\.{field}="):
+        AdafactorConfig(**{field: value})
+
+
+def adafactor_run(mesh, batches, optim):
+    from .test_train import run
+
+    return run(CFG, batches, mesh, optim=optim)
+
+
+CFG = tiny("decoder", scan_layers=True, num_kv_heads=2)
+# min_dim_size_to_factor 32: the tiny model's matrices are factored as a real one's are.
+ADAFACTOR = OptimConfig(name="adafactor", learning_rate=1e-2, warmup_steps=0, schedule="rsqrt",
+                        weight_decay=0.0, grad_clip_norm=0.0,
+                        adafactor=AdafactorConfig(min_dim_size_to_factor=32))
+
+
+def test_adafactor_trains_alike_on_one_device_and_a_2x2x2_mesh():
+    from .test_train import synthetic_batches
+
+    batches = synthetic_batches(CFG, 4)
+    single, _ = adafactor_run(sharding.make_mesh(1, 1, 1, devices=jax.devices()[:1]), batches,
+                              ADAFACTOR)
+    meshed, state = adafactor_run(sharding.make_mesh(2, 2, 2), batches, ADAFACTOR)
+    np.testing.assert_allclose(meshed, single, rtol=1e-3)
+    assert single[-1] < single[0]
+    factored = state.opt_state[0]
+    wi = state.params["decoder"]["layers"]["mlp"]["wi"]["kernel"]  # [layers, embed, mlp]
+    v_row = factored.v_row["decoder"]["layers"]["mlp"]["wi"]["kernel"]  # [layers, embed]
+    v_col = factored.v_col["decoder"]["layers"]["mlp"]["wi"]["kernel"]  # [layers, mlp]
+    assert wi.sharding.spec == PartitionSpec(None, "fsdp", "tensor")
+    assert (v_row.sharding.spec, v_col.sharding.spec) == (PartitionSpec(None, "fsdp"),
+                                                          PartitionSpec(None, "tensor"))
+    assert factored.count.sharding.spec == PartitionSpec()

@@ -11,6 +11,11 @@ and the GLUE tasks (`tfds build glue/cola glue/sst2 glue/mrpc glue/qqp glue/mnli
 2^35 tokens per arm, the T5-base-sized encoder-decoder needs ~1.3e20 FLOPs per arm (6 x 220M x
 2^35), about 3 days per arm on a v4-32 at 50% MFU. The expected ordering is the paper's: BERT-style
 82.96 > prefix LM 80.69 GLUE average (span corruption ~ BERT-style in its Table 5).
+
+Pretraining uses T5's optimizer: Adafactor (factored second moments, decay rate 0.8, update
+clipping at 1.0, no first moment, updates scaled by the parameters' RMS) with the relative
+learning rate 1e-2 held for 10k warmup steps, then decayed as 1/sqrt(step); no weight decay and
+no global-norm clipping.
 """
 
 from jaxlm.compare import get_config as default_config
@@ -26,6 +31,9 @@ def get_config():
                   shuffle_buffer=10_000, window=512, shards=-1)
     c.pretrain.update(tokens=2**35, batch_size=128, learning_rate=1e-2, schedule="rsqrt",
                       warmup_steps=10_000, log_every=100, eval_batches=50)
+    c.pretrain.optim.update(dict(name="adafactor", weight_decay=0.0, grad_clip_norm=0.0))
+    c.pretrain.optim.adafactor.update(dict(multiply_by_parameter_scale=True, decay_rate=0.8,
+                                           clipping_threshold=1.0, momentum=None, factored=True))
     c.finetune.update(tasks="glue/cola,glue/sst2,glue/mrpc,glue/qqp,glue/mnli,glue/qnli,glue/rte",
                       steps=2**18 // 128, batch_size=128, learning_rate=1e-4, eval_every=1000,
                       seq_len=512)

@@ -141,6 +141,9 @@ def _fail(field: str, value: Any, valid: str) -> None:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
+# The Python type of each field ('int | None' -> int), for typed command-line overrides.
+FIELD_TYPES = {f.name: {"int": int, "float": float, "bool": bool, "str": str}[
+    str(f.type).split("|")[0].strip()] for f in dataclasses.fields(ModelConfig)}
 
 
 def model_config_from(section: Mapping[str, Any]) -> ModelConfig:

@@ -1,16 +1,15 @@
-"""The training-step benchmark behind `benchmark.py train` and `benchmark.py compile`.
+"""The train-step contenders behind `benchmark.py train` and `benchmark.py compile`.
 
 Each contender is a `Contender`: a compiled step over its own state, timed in alternating rounds
 in one process so that the machine's noise falls on every side alike. Contenders:
 
 - `jaxlm`: the project's full train step (jaxlm.train.jit_train_step: loss, metrics, AdamW).
 - `jaxlm-plain`: the same model with a plain optax step that materialises the float32 logits and
-  takes optax's cross-entropy (the model's own forward + backward, no loss tricks); with
-  `--from-hf` its params come from a random HF GPT-2 checkpoint read by jaxlm.hf.from_hf.
-- `hf`: transformers' Flax GPT-2 / BERT / T5 at the identical shape, with the same optimizer.
+  takes optax's cross-entropy (the model's own forward + backward, no loss tricks).
+- `hf` and `jaxlm-from-hf`: transformers' Flax models, in jaxlm.bench.hf_models.
 
 Memory is XLA's own account of each compiled step (arguments + outputs - donated aliases + temps),
-which isolates each contender inside one process; the process's peak RSS is printed beside it.
+which isolates each contender inside one process.
 """
 
 from __future__ import annotations
@@ -27,14 +26,23 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxlm import flops, metrics, sharding
+from jaxlm import metrics, sharding
 from jaxlm.models import ModelConfig, build_model, get_preset, init_params
 from jaxlm.optim import OptimConfig, make_optimizer
 from jaxlm.train import TrainState, create_train_state, jit_train_step
 
-HF_CLASSES = {"decoder": "FlaxGPT2LMHeadModel", "encoder": "FlaxBertForMaskedLM",
-              "encoder_decoder": "FlaxT5ForConditionalGeneration"}
 DEFAULT_PRESET = {"decoder": "gpt2", "encoder": "bert_base", "encoder_decoder": "t5_base"}
+
+
+def bench_optim(steps: int) -> OptimConfig:
+    """AdamW at a constant rate: every contender's optimizer (jaxlm's make_optimizer)."""
+    return OptimConfig(learning_rate=1e-4, warmup_steps=0, total_steps=max(steps, 1),
+                       schedule="constant")
+
+
+def targets_key(cfg: ModelConfig) -> str:
+    """The feature the family's loss reads its targets from."""
+    return "encoder_target_tokens" if cfg.family == "encoder" else "decoder_target_tokens"
 
 
 def model_config(args: Any) -> ModelConfig:
@@ -81,11 +89,6 @@ def step_memory(compiled: Any) -> int | None:
         return None
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 @dataclasses.dataclass
 class Contender:
     """A compiled step and its carried state; `run(n)` runs n steps and waits for the result."""
@@ -114,7 +117,8 @@ class Contender:
         return seconds
 
 
-def _compile(name: str, fn: Callable, state: Any, batch: Any) -> Contender:
+def compile_contender(name: str, fn: Callable, state: Any, batch: Any) -> Contender:
+    """Compiles `fn` ahead of time for (state, batch), timing the compile."""
     start = time.perf_counter()
     compiled = fn.lower(state, batch).compile()
     seconds = time.perf_counter() - start
@@ -148,7 +152,7 @@ def jaxlm_contender(cfg: ModelConfig, optim: OptimConfig, batch: dict, abstract:
         else:
             state, shardings = create_train_state(model, make_optimizer(optim), 0, batch, mesh)
             step = jit_train_step(model, optim, shardings, mesh, fused_loss=fused_loss)
-        return _compile(name, step, state, batch)
+        return compile_contender(name, step, state, batch)
 
 
 def _abstract_state_shardings(model: nn.Module, optim: OptimConfig, batch: dict,
@@ -192,75 +196,8 @@ def jaxlm_plain_contender(cfg: ModelConfig, optim: OptimConfig, batch: dict,
         params = jax.jit(lambda: init_params(model, jax.random.key(0), batch))()
     params = nn.meta.unbox(params)
     optimizer = make_optimizer(optim)
-    targets = "encoder_target_tokens" if cfg.family == "encoder" else "decoder_target_tokens"
-    fn = plain_step(lambda p, b: model.apply({"params": p}, b), targets, optimizer)
-    return _compile(name, fn, (params, optimizer.init(params)), jax.device_put(batch))
-
-
-def hf_model(cfg: ModelConfig, abstract: bool = False):
-    """transformers' Flax model at cfg's shape (config via jaxlm.hf.config_to_hf)."""
-    import transformers
-
-    from jaxlm.hf import config_to_hf
-
-    hf_cfg = dict(config_to_hf(cfg))
-    model_type = hf_cfg.pop("model_type")
-    hf_cfg.pop("architectures")
-    config = transformers.AutoConfig.for_model(model_type, **hf_cfg)
-    cls = getattr(transformers, HF_CLASSES[cfg.family])
-    return cls(config, seed=0, dtype=cfg.compute_dtype, _do_init=not abstract)
-
-
-def hf_apply(cfg: ModelConfig, model: Any) -> Callable:
-    """(params, batch) -> logits of the HF model, reading jaxlm's feature names."""
-    if cfg.family == "decoder":
-        return lambda p, b: model(b["decoder_input_tokens"], params=p).logits
-    if cfg.family == "encoder":
-        return lambda p, b: model(b["encoder_input_tokens"], params=p).logits
-    return lambda p, b: model(b["encoder_input_tokens"],
-                              decoder_input_ids=b["decoder_input_tokens"], params=p).logits
-
-
-def hf_contender(cfg: ModelConfig, optim: OptimConfig, batch: dict, abstract: bool = False
-                 ) -> Contender:
-    """transformers' Flax model with the plain optax step (abstract: compile-time only)."""
-    model = hf_model(cfg, abstract)
-    optimizer = make_optimizer(optim)
-    if abstract:
-        shape = batch["encoder_input_tokens" if cfg.family != "decoder"
-                      else "decoder_input_tokens"].shape
-        params = jax.eval_shape(lambda: model.init_weights(jax.random.key(0), shape))
-    else:
-        params = model.params
-    targets = "encoder_target_tokens" if cfg.family == "encoder" else "decoder_target_tokens"
-    fn = plain_step(hf_apply(cfg, model), targets, optimizer)
-    state = (params, jax.eval_shape(optimizer.init, params) if abstract else optimizer.init(params))
-    return _compile("hf", fn, state, jax.device_put(batch) if not abstract else batch)
-
-
-def random_hf_gpt2(cfg: ModelConfig, path: str) -> None:
-    """Writes a randomly initialised HF GPT-2 checkpoint of cfg's shape (no download)."""
-    import transformers
-
-    from jaxlm.hf import config_to_hf
-
-    hf_cfg = dict(config_to_hf(cfg))
-    hf_cfg.pop("model_type"), hf_cfg.pop("architectures")
-    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**hf_cfg))
-    model.save_pretrained(path, safe_serialization=True)
-
-
-def from_hf_contender(cfg: ModelConfig, optim: OptimConfig, batch: dict) -> Contender:
-    """Held-out check: a GPT-2 imported by jaxlm.hf.from_hf, trained with a plain optax step."""
-    import tempfile
-
-    from jaxlm.hf import from_hf
-
-    with tempfile.TemporaryDirectory() as tmp:
-        random_hf_gpt2(cfg, tmp)
-        model, params = from_hf(tmp, scan_layers=cfg.scan_layers, dtype=cfg.dtype,
-                                remat_policy=cfg.remat_policy, attention_impl=cfg.attention_impl)
-    return jaxlm_plain_contender(model.cfg, optim, batch, params, model, name="jaxlm-from-hf")
+    fn = plain_step(lambda p, b: model.apply({"params": p}, b), targets_key(cfg), optimizer)
+    return compile_contender(name, fn, (params, optimizer.init(params)), jax.device_put(batch))
 
 
 def time_alternating(contenders: list[Contender], rounds: int, steps: int) -> list[float]:
@@ -279,53 +216,3 @@ def time_alternating(contenders: list[Contender], rounds: int, steps: int) -> li
     return peaks
 
 
-def report(cfg: ModelConfig, contenders: list[Contender], batch_size: int, length: int,
-           decoder_length: int, cpu_peaks: list[float] = ()) -> dict:
-    """Per contender: median step seconds, tokens/s, MFU, compile seconds, step memory. On CPU
-    the peak is the best of the matmuls timed between rounds (a shared machine's practical
-    peak); elsewhere the device table's."""
-    device = jax.devices()[0]
-    peak = max(cpu_peaks) if cpu_peaks else metrics.peak_flops_per_device(device)
-    if cfg.dtype == "float32" and device.platform != "cpu":
-        peak = peak / 2  # the tables list bf16; float32 (tf32) runs at about half
-    step_flops = batch_size * flops.training_flops(cfg, length, decoder_length)
-    tokens = batch_size * (decoder_length if cfg.family != "encoder" else length)
-    rows = {}
-    for c in contenders:
-        seconds = float(np.median(c.times))
-        rows[c.name] = {"step_seconds": seconds, "tokens_per_second": tokens / seconds,
-                        "mfu": metrics.mfu(step_flops, seconds, jax.device_count(), peak),
-                        "compile_seconds": c.compile_seconds, "step_memory_bytes": c.memory_bytes,
-                        "page_faults_per_step": float(np.median(c.page_faults[1:] or [0])),
-                        "rounds": [round(t, 4) for t in c.times]}
-    return {"device": device.device_kind, "platform": device.platform,
-            "devices": jax.device_count(), "peak_flops_per_device": peak,
-            "flops_per_step": step_flops, "tokens_per_step": tokens,
-            "peak_rss_bytes": peak_rss_bytes(), "results": rows}
-
-
-def format_table(result: dict) -> str:
-    """The report as a fixed-width table, with each contender's ratios to HF."""
-    rows = result["results"]
-    lines = [f"{'':16s} {'tokens/s':>10s} {'step s':>8s} {'MFU':>6s} {'compile s':>9s} "
-             f"{'step mem':>9s} {'faults/step':>11s}"]
-    for name, r in rows.items():
-        mem = "n/a" if r["step_memory_bytes"] is None else f"{r['step_memory_bytes'] / 2**20:.0f}M"
-        lines.append(f"{name:16s} {r['tokens_per_second']:10,.0f} {r['step_seconds']:8.3f} "
-                     f"{100 * r['mfu']:5.1f}% {r['compile_seconds']:9.1f} {mem:>9s} "
-                     f"{r['page_faults_per_step']:11,.0f}")
-    if "hf" in rows:
-        hf = rows["hf"]
-        for name, r in rows.items():
-            if name == "hf":
-                continue
-            mem = ""
-            if r["step_memory_bytes"] and hf["step_memory_bytes"]:
-                mem = f", memory {r['step_memory_bytes'] / hf['step_memory_bytes']:.2f}x"
-            speed = r["tokens_per_second"] / hf["tokens_per_second"]
-            lines.append(f"{name} / hf: tokens/s {speed:.2f}x{mem}, compile "
-                         f"{r['compile_seconds'] / hf['compile_seconds']:.2f}x")
-    lines.append(f"peak {result['peak_flops_per_device'] / 1e9:,.0f} GFLOP/s per device "
-                 f"({result['device']}, {result['devices']} device(s)); process peak RSS "
-                 f"{result['peak_rss_bytes'] / 2**20:,.0f}M")
-    return "\n".join(lines)
