@@ -98,8 +98,8 @@ import jax, jax.numpy as jnp, numpy as np, orbax.checkpoint as ocp
 from jaxlm import io
 tree = {"w": jnp.arange(8.0).reshape(2, 4), "b": {"count": jnp.ones((3,), jnp.int32)}}
 directory = io.path(sys.argv[1])
-with ocp.CheckpointManager(directory) as m:
-    for step in (2, 3):
+with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(max_to_keep=2)) as m:
+    for step in (1, 2, 3):  # Step 1 is deleted on the way: keep N works on gs:// too.
         m.save(step, args=ocp.args.StandardSave(jax.tree.map(lambda x: x * step, tree)))
     m.wait_until_finished()
 # Orbax marks a finished step on gs:// with commit_success.txt (no atomic rename there).
