@@ -93,7 +93,14 @@ def glob(directory: PathLike, pattern: str) -> list[Path]:
 
 
 def open(p: PathLike, mode: str = "r") -> IO[Any]:  # pylint: disable=redefined-builtin
-    """Opens `p` like the builtin `open` (modes r, w, a, with b). Not atomic: see write_text."""
+    """Opens `p` like the builtin `open` (modes r, w, a, with b). Not atomic: see write_text.
+
+    Append is refused on a URI: gcsfs opens a Cloud Storage object for append by silently
+    replacing it, which would keep only the last lines of a metrics file.
+    """
+    if "a" in mode and is_uri(p):
+        raise ValueError(f"cannot append to {os.fspath(p)}: Cloud Storage objects are written "
+                         "whole; keep the lines and write the file again, or write new files")
     return path(p).open(mode)
 
 

@@ -52,6 +52,13 @@ def test_write_read_list_glob_remove(root: str) -> None:
     assert [str(p) for p in io.glob(run, "*/*.bin")] == [io.join(root, "run", "ckpt", "blob.bin")]
     io.write_text(io.join(root, "run", "config.json"), '{"a": 2}')  # Overwrite.
     assert io.read_text(io.join(root, "run", "config.json")) == '{"a": 2}'
+    if io.is_uri(root):
+        with pytest.raises(ValueError, match="cannot append"):
+            io.open(io.join(root, "run", "notes.txt"), "a")
+    else:
+        with io.open(io.join(root, "run", "notes.txt"), "a") as f:
+            f.write("more\n")
+        assert io.read_text(io.join(root, "run", "notes.txt")) == "line\nmore\n"
     io.remove(io.join(root, "run", "notes.txt"))
     assert not io.exists(io.join(root, "run", "notes.txt"))
     io.remove(io.join(root, "run", "ckpt"), recursive=True)
