@@ -49,6 +49,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -57,12 +58,13 @@ import numpy as np
 from jaxlm.data import layout as layout_lib
 from jaxlm.data import stages
 from jaxlm.data.iterator import BatchIterator
+from jaxlm.data.records import Documents, open_documents
 from jaxlm.data.sources import DataConfig, check_text_feature, load_builder, make_vocabulary
 from jaxlm.data.tfcompat import import_tf
 from jaxlm.data.tokenizer import Vocabulary
 
 EVAL_SEED = 0
-_NO_END = 2**62  # epochs of an endless dataset
+logger = logging.getLogger(__name__)
 
 
 class Pipeline:
@@ -101,6 +103,7 @@ class Pipeline:
                 f"{process_count}: every process loads global_batch / process_count rows"
             )
         self.process_index, self.process_count = int(process_index), int(process_count)
+        self._records: dict[str, Documents | None] = {}
         self.local_batch_size = global_batch_size // process_count
         # Objective / family / packing first: cheap, and before any vocabulary training.
         layout_lib.check_choices(objective, family, config.seq_len, config.packing)
@@ -136,15 +139,33 @@ class Pipeline:
                 f"split {split!r} of {self.builder.info.full_name}: {e}; splits: {available}"
             ) from None
 
+    def records(self, split: str) -> Documents | None:
+        """This process's part of `split` by index (records.py), None if only TFRecord files."""
+        if split not in self._records:
+            self._check_not_empty(split)
+            host = self.host_split(split)
+            self._records[split] = open_documents(self.builder, host, self.config.text_feature)
+        return self._records[split]
+
     def documents(self, split: str) -> Any:
         """tf.data.Dataset of this process's raw document strings of `split`, in file order."""
-        import tensorflow_datasets as tfds
+        records = self.records(split)
+        if records is not None:
+            kw = dict(block=0, seed=0, start=(0, 0), end_epoch=1)
+            windows = stages.indexed_windows(records, self.config.window, **kw)
+            return windows.map(lambda w: w["text"]).unbatch()
+        return self._tfrecord_documents(split)
 
+    def _check_not_empty(self, split: str) -> None:
         if self.num_documents(split) == 0:
             raise ValueError(
                 f"split {split!r} of {self.builder.info.full_name} holds no document for process "
                 f"{self.process_index} of {self.process_count}"
             )
+
+    def _tfrecord_documents(self, split: str) -> Any:
+        import tensorflow_datasets as tfds
+
         ds = self.builder.as_dataset(
             split=self.host_split(split),
             shuffle_files=False,
@@ -152,6 +173,21 @@ class Pipeline:
         )
         feature = self.config.text_feature
         return ds.map(lambda ex: ex[feature])
+
+    def _windows(self, split: str, seed: int, shuffle: int, start: tuple[int, int], end: int | None):
+        """Windows of documents from `start` = (epoch, window) on (stages.py)."""
+        kw = dict(block=shuffle, seed=seed, start=start, end_epoch=end)
+        records = self.records(split)
+        if records is not None:
+            return stages.indexed_windows(records, self.config.window, **kw)
+        if start != (0, 0):
+            logger.warning(
+                "resuming a TFRecord dataset reads the %d records before the position (%s has "
+                "no ArrayRecord files: records.add_array_record_files makes them)",
+                start[1] * self.config.window,
+                self.builder.info.full_name,
+            )
+        return stages.sequential_windows(self._tfrecord_documents(split), self.config.window, **kw)
 
     # -------------------------------------------------------------------------------- tf.data
 
@@ -180,26 +216,7 @@ class Pipeline:
         e0, p1, p2 = (int(x) for x in (start or {}).get("position", (0, 0, 0)))
         concat = layout.packing == "concat"
         w0 = p1 // cfg.window if concat else p1
-        records = self.documents(split)
-
-        def epoch_windows(epoch):
-            ds = records
-            if shuffle:
-                key = tf.random.experimental.stateless_fold_in(
-                    tf.constant([seed % 2**31, 0], tf.int64), epoch
-                )
-                ds = ds.batch(shuffle).enumerate()
-                ds = ds.map(
-                    lambda i, x: tf.random.experimental.stateless_shuffle(
-                        x, tf.random.experimental.stateless_fold_in(key, i)
-                    )
-                ).unbatch()
-            ds = ds.batch(cfg.window).enumerate()
-            ds = ds.skip(tf.where(epoch == e0, tf.constant(w0, tf.int64), 0))
-            return ds.map(lambda w, text: {"text": text, "window": w, "epoch": epoch})
-
-        end = _NO_END if epochs is None else epochs
-        windows = tf.data.Dataset.range(e0, max(e0, end)).flat_map(epoch_windows)
+        windows = self._windows(split, seed, shuffle, (e0, w0), epochs)
         tokenize = stages.tokenize_window_fn(
             self.vocab, cfg.window, layout.append_eos, resume=(e0, p1, p2) if concat else None
         )
@@ -207,7 +224,7 @@ class Pipeline:
         p, autotune = self.process_index, tf.data.AUTOTUNE
         if concat:
             if epochs is not None:  # emit the remainder as a last short chunk
-                windows = windows.concatenate(stages.flush_element(end))
+                windows = windows.concatenate(stages.flush_element(epochs))
             rows = windows.scan(
                 stages.concat_initial_state((e0, p1, p2)),
                 stages.concat_step_fn(layout.raw_len),

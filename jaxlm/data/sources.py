@@ -101,9 +101,9 @@ def load_builder(config: DataConfig) -> Any:
         if folder is None:
             raise ValueError(f"data.dataset={name!r}: {e}") from None
         return tfds.builder_from_directory(folder)
+    if builder.name == DEFAULT_CORPUS:  # prepared on first use; its ArrayRecord copy too
+        return corpus.prepare_default_corpus(data_dir, config=builder.builder_config.name)
     if not builder.is_prepared():
-        if builder.name == DEFAULT_CORPUS:
-            return corpus.prepare_default_corpus(data_dir, config=builder.builder_config.name)
         raise ValueError(
             f"data.dataset={name!r} is not prepared in data_dir={data_dir!r}. Prepare it once on "
             f"a machine with network access, `tfds build {name} --data_dir={data_dir}` or "
