@@ -180,7 +180,7 @@ class Pipeline:
         records = self.records(split)
         if records is not None:
             return stages.indexed_windows(records, self.config.window, **kw)
-        if start != (0, 0):
+        if start[1]:
             logger.warning(
                 "resuming a TFRecord dataset reads the %d records before the position (%s has "
                 "no ArrayRecord files: records.add_array_record_files makes them)",

@@ -50,8 +50,7 @@ def indexed_windows(
         text.set_shape([None])
         return {"text": text, "window": flat % per_epoch, "epoch": flat // per_epoch}
 
-    # A plain (sequential) map: reading is cheap next to tokenizing, and a window is read only
-    # when the stages after it ask for one.
+    # Reading is cheap next to tokenizing: no parallelism asked for here (tf.data may add some).
     return tf.data.Dataset.range(first, last).map(element)
 
 
