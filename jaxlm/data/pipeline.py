@@ -10,11 +10,14 @@
 Stages (all inside tf.data; host-local, deterministic):
 1. Records of `data.dataset` from `data_dir` (the offline `stdlib_docs` corpus is prepared on first
    use; anything else must have been prepared, else a ValueError says how), the split divided
-   evenly between processes (`tfds.split_for_jax_process`: disjoint parts that cover it).
-2. Shuffle: block shuffle of `shuffle_buffer` documents with `stateless_shuffle`, keyed by (seed,
-   epoch, block), so the order depends on nothing but the seed (not on TF's global seed) and differs
-   per epoch. TFDS shuffles examples when it prepares a dataset, so a local shuffle is enough; files
-   are read in order (`shuffle_files=False`), which is what makes positions reproducible.
+   evenly between processes (`tfds.split_for_jax_process`: disjoint parts that cover it). Read by
+   index from ArrayRecord files when the split has them (`Pipeline.records`, records.py: the
+   offline corpora always do), else sequentially from the TFRecord files.
+2. Shuffle: a block shuffle of `shuffle_buffer` documents, the block's permutation keyed by (seed,
+   epoch, block) (`records.block_permutation`, numpy), so the order depends on nothing but the seed
+   and differs per epoch, and document i of an epoch is found from its block alone. TFDS shuffles
+   examples when it prepares a dataset, so a local shuffle is enough; files are read in order,
+   which is what makes positions reproducible. Both readers give the same order.
 3. Windows of `window` documents: whitespace-only documents are skipped (counted in
    `BatchIterator.stats`), the rest tokenized in one call (`vocab.tf_tokenize_batch`: the byte
    vocabulary keeps undecodable bytes as they are, SentencePiece decodes them to U+FFFD) and EOS
@@ -31,12 +34,14 @@ Stages (all inside tf.data; host-local, deterministic):
 
 Resumption: every row carries where its tokens end in the document stream: (epoch, document,
 offset) for concat, (epoch, window, row) for greedy / none. `get_state()` returns that position of
-the last batch returned; `set_state()` rebuilds the pipeline from it: skip whole windows of raw
-records (read and shuffled, not tokenized), re-tokenize the one window the position is in, and drop
-what was consumed of it. So a restore costs reading the records up to the position (roughly
-reading-speed of the files, no tokenization or objective work) plus one window, and gives exactly
-the batches of the uninterrupted run: seeds and packing depend only on positions, never on how many
-batches were drawn. The state is per process and refuses a pipeline that differs (fingerprint).
+the last batch returned; `set_state()` rebuilds the pipeline from it: the windows start at the one
+the position is in, read by index (no record before it is read), and what was consumed of it is
+dropped. So a restore costs one window whatever the position, and gives exactly the batches of the
+uninterrupted run: seeds and packing depend only on positions, never on how many batches were
+drawn. A dataset with TFRecord files only cannot be read by index: its restore reads (and drops)
+the records of the epoch before the position's window, and says so in a warning
+(`records.add_array_record_files` writes the ArrayRecord copy that makes it O(1)). The state is per
+process and refuses a pipeline that differs (fingerprint).
 
 Eval (`eval_batches`): the eval split, unshuffled, one pass, the objective seeded by a fixed eval
 seed (the same examples for every run), the concat remainder emitted as a last short chunk, and the
