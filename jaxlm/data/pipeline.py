@@ -179,7 +179,9 @@ class Pipeline:
         feature = self.config.text_feature
         return ds.map(lambda ex: ex[feature])
 
-    def _windows(self, split: str, seed: int, shuffle: int, start: tuple[int, int], end: int | None):
+    def _windows(
+        self, split: str, seed: int, shuffle: int, start: tuple[int, int], end: int | None
+    ) -> Any:
         """Windows of documents from `start` = (epoch, window) on (stages.py)."""
         kw = dict(block=shuffle, seed=seed, start=start, end_epoch=end)
         records = self.records(split)

@@ -32,7 +32,9 @@ def block_permutation(seed: int, epoch: int, block: int, size: int) -> np.ndarra
     return rng.permutation(size)
 
 
-def epoch_indices(start: int, stop: int, *, num: int, block: int, seed: int, epoch: int) -> np.ndarray:
+def epoch_indices(
+    start: int, stop: int, *, num: int, block: int, seed: int, epoch: int
+) -> np.ndarray:
     """Record indices of the documents [start, stop) of an epoch over `num` records.
 
     block <= 1: file order. Otherwise the block shuffle of the module doc; only the blocks that

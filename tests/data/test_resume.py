@@ -3,6 +3,8 @@ no record before its window, gives exactly the batches of a straight run, and th
 (sequential, skipping) gives the same batches as the ArrayRecord one."""
 
 import logging
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -132,6 +134,33 @@ def test_tfrecord_path_gives_the_same_batches_and_says_it_skips(data_dir, caplog
     skips = [r for r in caplog.records if "reads the" in r.getMessage()]
     assert len(skips) == 1, caplog.records
     assert f"reads the {w0 * WINDOW} records before the position" in skips[0].getMessage()
+
+
+@pytest.mark.parametrize("objective,packing", [("clm", "concat"), ("prefix_lm", "greedy")])
+def test_both_readers_resume_across_epochs_alike(data_dir, tmp_path, objective, packing):
+    """The tiny dataset (TFRecord only) and its copy with ArrayRecord files: epochs of a few
+    batches, shuffle blocks straddling windows, resumed at several positions."""
+    import tensorflow_datasets as tfds
+
+    name = "pipeline_test_texts"
+    shutil.copytree(os.path.join(data_dir, name), tmp_path / name)
+    assert records.add_array_record_files(tfds.builder(name, data_dir=str(tmp_path)))
+    kw = dict(dataset=name, packing=packing, seq_len=32, window=4, shuffle_buffer=5)
+    sequential = pipe(data_dir, objective, batch=2, **kw)
+    indexed = pipe(str(tmp_path), objective, batch=2, **kw)
+    assert sequential.records("train") is None and len(indexed.records("train")) == 10
+    it = indexed.iterator()
+    run = take(it, 12)
+    assert it.get_state()["position"][0] >= 1  # into the second epoch at least
+    for x, y in zip(run, take(sequential.iterator(), 12), strict=True):
+        assert same(x, y)
+    for n in (3, 5, 8):
+        again = indexed.iterator()
+        take(again, n)
+        resumed = indexed.iterator(again.get_state())
+        for x, y in zip(run[n:], take(resumed, 12 - n), strict=True):
+            assert same(x, y)
+        assert resumed.stats == it.stats
 
 
 def test_corpus_has_array_record_copies_of_its_shards(data_dir):
