@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from etils import epath
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def open_documents(builder: Any, split: str, feature: str) -> Documents | None:
     copies = []
     for fi in instructions:
         path = array_record_path(fi.filename)
-        if path is None or not os.path.exists(path):
+        if path is None or not epath.Path(path).exists():  # local or gs://
             return None
         copies.append(type(fi)(filename=path, skip=fi.skip, take=fi.take,
                                examples_in_shard=fi.examples_in_shard))
@@ -117,7 +118,7 @@ def add_array_record_files(builder: Any) -> int:
     for split in builder.info.splits.values():
         for fi in split.file_instructions:
             target = array_record_path(fi.filename)
-            if target is None or target == fi.filename or os.path.exists(target):
+            if target is None or target == fi.filename or epath.Path(target).exists():
                 continue
             partial = f"{target}.incomplete-{os.getpid()}"
             writer = ArrayRecordWriter(partial, "group_size:1")  # group 1: one record per read
