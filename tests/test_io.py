@@ -11,7 +11,7 @@ import jax
 import pytest
 
 from jaxlm import io
-from tests.gcs import gcs_bucket, gcs_endpoint, upload  # noqa: F401  (fixtures)
+from tests.gcs import upload
 
 
 @pytest.fixture(params=["local", "gcs"])
