@@ -185,3 +185,20 @@ def test_text_files_refuse_uris_by_name(tmp_path, monkeypatch) -> None:
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "a.txt").write_text("a")
     assert resolve_text_files("t") == (str(tmp_path / "t"), [str(tmp_path / "t" / "a.txt")])
+
+
+def test_metrics_writer_keeps_every_line_and_uploads_events(root: str) -> None:
+    import json
+
+    from jaxlm.metrics import MetricsWriter
+
+    run = io.join(root, "run")
+    for steps in ((1, 2), (3,)):  # a second writer: a resumed run in the same workdir
+        writer = MetricsWriter(run, enabled=True)
+        for step in steps:
+            writer.write(step, "train", {"loss": 1.0 / step})
+        writer.close()
+    lines = io.read_text(io.join(run, "metrics.jsonl")).splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]
+    events = io.glob(run, "train/events.out.tfevents.*")
+    assert len(events) == 2 and all(len(io.read_bytes(e)) > 100 for e in events)
