@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from jaxlm import io as jaxlm_io
 from jaxlm.data.records import open_documents
 from jaxlm.data.tfcompat import import_tf
 from jaxlm.data.tokenizer import ByteVocabulary, Vocabulary, get_vocabulary
@@ -73,7 +74,7 @@ class DataConfig:
     @property
     def resolved_data_dir(self) -> str:
         d = self.data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
-        return os.path.abspath(os.path.expanduser(os.fspath(d)))
+        return jaxlm_io.join(d)  # a gs:// URI reaches TFDS unchanged
 
 
 def load_builder(config: DataConfig) -> Any:
