@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from etils import epath
+
+from jaxlm import io as jaxlm_io
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def open_documents(builder: Any, split: str, feature: str) -> Documents | None:
     copies = []
     for fi in instructions:
         path = array_record_path(fi.filename)
-        if path is None or not epath.Path(path).exists():  # local or gs://
+        if path is None or not jaxlm_io.exists(path):  # local or gs://
             return None
         copies.append(type(fi)(filename=path, skip=fi.skip, take=fi.take,
                                examples_in_shard=fi.examples_in_shard))
@@ -118,7 +119,7 @@ def add_array_record_files(builder: Any) -> int:
     for split in builder.info.splits.values():
         for fi in split.file_instructions:
             target = array_record_path(fi.filename)
-            if target is None or target == fi.filename or epath.Path(target).exists():
+            if target is None or target == fi.filename or jaxlm_io.exists(target):
                 continue
             partial = f"{target}.incomplete-{os.getpid()}"
             writer = ArrayRecordWriter(partial, "group_size:1")  # group 1: one record per read
