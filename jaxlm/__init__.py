@@ -8,7 +8,5 @@ import os as _os
 # setdefault: a caller's own choice wins. docs/design.md, "I/O and Cloud Storage".
 _os.environ.setdefault("EPATH_USE_TF", "false")
 _os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-# TensorFlow serves tf.data only: its C++ start-up notices (oneDNN, absl) are noise to a user.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
