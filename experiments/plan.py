@@ -119,13 +119,12 @@ def main(argv: list[str]) -> int:
         print(f"config error: {error}", file=sys.stderr)
         return 2
     print(format_plan(plan))
-    if _JSON.value:
-        # Plain open: jaxlm has no I/O layer for gs:// paths yet; plans are written locally.
-        with open(_JSON.value, "w", encoding="utf-8") as f:
-            json.dump(plan.to_dict(), f, indent=2)
+    from jaxlm import io
+
+    if _JSON.value:  # local paths and gs:// alike
+        io.write_text(_JSON.value, json.dumps(plan.to_dict(), indent=2))
     if _HLO.value:
-        with open(_HLO.value, "w", encoding="utf-8") as f:
-            f.write(plan.hlo_text)
+        io.write_text(_HLO.value, plan.hlo_text)
     return 0 if plan.fits is not False else 1
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax
@@ -82,17 +82,29 @@ def loss_sums(model: nn.Module, params: Any, batch: Batch, *, deterministic: boo
     return sums
 
 
-def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
+# (params, batch, dropout key | None) -> {loss_sum, correct_sum, weight_sum}; None: deterministic.
+LossFn = Callable[[Any, Batch, Array | None], dict[str, Array]]
+
+
+def lm_loss(model: nn.Module, *, label_smoothing: float = 0.0, z_loss: float = 0.0,
+            fused_loss: bool = True) -> LossFn:
+    """The language-model loss of `model` (`loss_sums`) as a LossFn for the shared step."""
+    def loss_fn(params: Any, batch: Batch, key: Array | None = None) -> dict[str, Array]:
+        return loss_sums(model, params, batch, deterministic=key is None,
+                         rngs=None if key is None else {"dropout": key},
+                         label_smoothing=label_smoothing, z_loss=z_loss, fused_loss=fused_loss)
+    return loss_fn
+
+
+def train_step(state: TrainState, batch: Batch, *, loss_fn: LossFn,
                optimizer: optax.GradientTransformation, optim_cfg: OptimConfig,
-               micro_batches: int = 1, label_smoothing: float = 0.0,
-               z_loss: float = 0.0, fused_loss: bool = True) -> tuple[TrainState, dict[str, Array]]:
-    """One optimizer update. Gradients of the summed token losses are added over micro-batches
-    and divided by the total loss weight, which is exactly the large batch's mean-loss gradient."""
+               micro_batches: int = 1) -> tuple[TrainState, dict[str, Array]]:
+    """One optimizer update. Gradients of the summed losses are added over micro-batches and
+    divided by the total loss weight, which is exactly the large batch's mean-loss gradient."""
     step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
     def loss_sum(params: Any, micro: Batch, key: Array) -> tuple[Array, dict]:
-        sums = loss_sums(model, params, micro, deterministic=False, rngs={"dropout": key},
-                         label_smoothing=label_smoothing, z_loss=z_loss, fused_loss=fused_loss)
+        sums = loss_fn(params, micro, key)
         return sums["loss_sum"], sums
 
     grad_fn = jax.grad(loss_sum, has_aux=True)
@@ -123,23 +135,44 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
 def eval_step(params: Any, batch: Batch, *, model: nn.Module,
               fused_loss: bool = True) -> dict[str, Array]:
     """Summed loss, correct and weight over one batch (add over batches, then divide)."""
-    return loss_sums(model, params, batch, fused_loss=fused_loss)
+    return lm_loss(model, fused_loss=fused_loss)(params, batch)
+
+
+def batch_rows_sharding(mesh: Mesh) -> NamedSharding:
+    """Every batch feature split along its first (batch) axis over the data-parallel axes, so
+    features of any rank ([B, L] tokens, [B] labels) share one sharding."""
+    return NamedSharding(mesh, PartitionSpec(sharding.batch_sharding(mesh).spec[0]))
+
+
+def _with_rules(fn: Callable, rules: sharding.Rules) -> Callable:
+    """`fn` traced under `rules`, whatever rules the caller has in scope."""
+    def traced(*args: Any) -> Any:
+        with nn.logical_axis_rules(rules):
+            return fn(*args)
+    return traced
 
 
 def jit_train_step(model: nn.Module, optim_cfg: OptimConfig, state_shardings: Any, mesh: Mesh,
                    micro_batches: int = 1, label_smoothing: float = 0.0, z_loss: float = 0.0,
-                   fused_loss: bool = True, rules: sharding.Rules = sharding.DEFAULT_RULES):
+                   fused_loss: bool = True, rules: sharding.Rules = sharding.DEFAULT_RULES, *,
+                   loss_fn: LossFn | None = None) -> Callable:
     """train_step jitted with explicit in/out shardings and the state donated; the model's
-    logical constraints resolve with `rules`."""
-    step = functools.partial(train_step, model=model, optimizer=make_optimizer(optim_cfg),
-                             optim_cfg=optim_cfg, micro_batches=micro_batches,
-                             label_smoothing=label_smoothing, z_loss=z_loss,
-                             fused_loss=fused_loss)
-
-    def step_with_rules(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, Array]]:
-        with nn.logical_axis_rules(rules):  # traced here, whatever rules the caller has in scope
-            return step(state, batch)
-
+    logical constraints resolve with `rules`. The loss is `model`'s LM loss (`lm_loss`) unless
+    `loss_fn` is given (e.g. a classifier's)."""
+    loss_fn = loss_fn or lm_loss(model, label_smoothing=label_smoothing, z_loss=z_loss,
+                                 fused_loss=fused_loss)
+    step = functools.partial(train_step, loss_fn=loss_fn, optimizer=make_optimizer(optim_cfg),
+                             optim_cfg=optim_cfg, micro_batches=micro_batches)
     replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.jit(step_with_rules, in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+    return jax.jit(_with_rules(step, rules),
+                   in_shardings=(state_shardings, batch_rows_sharding(mesh)),
                    out_shardings=(state_shardings, replicated), donate_argnums=0)
+
+
+def jit_eval_step(loss_fn: LossFn, param_shardings: Any, mesh: Mesh,
+                  rules: sharding.Rules = sharding.DEFAULT_RULES) -> Callable:
+    """`loss_fn` without dropout, jitted over the mesh (under `rules`): summed loss, correct
+    and weight, replicated (add them over batches, then divide)."""
+    return jax.jit(_with_rules(lambda params, batch: loss_fn(params, batch, None), rules),
+                   in_shardings=(param_shardings, batch_rows_sharding(mesh)),
+                   out_shardings=NamedSharding(mesh, PartitionSpec()))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,17 +24,18 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxlm import checkpoint as checkpoint_lib
 from jaxlm import config as config_lib
 from jaxlm import flops as flops_lib
+from jaxlm import io
 from jaxlm import metrics as metrics_lib
 from jaxlm import sharding
 from jaxlm.data.pipeline import Pipeline, to_global_arrays
 from jaxlm.models import build_model, param_count
 from jaxlm.optim import make_optimizer
-from jaxlm.train import create_train_state, eval_step, jit_train_step
+from jaxlm.prefetch import Prefetcher
+from jaxlm.train import create_train_state, jit_eval_step, jit_train_step, lm_loss
 
 log = logging.getLogger(__name__)
 
@@ -145,13 +145,6 @@ def _check_finite(step: int, metrics: dict[str, float]) -> None:
             "optim.warmup_steps or set optim.grad_clip_norm, then rerun from it.")
 
 
-def jit_eval_step(model: Any, param_shardings: Any, mesh: Any) -> Any:
-    """eval_step jitted over the mesh: summed loss, correct and weight, replicated."""
-    return jax.jit(lambda p, b: eval_step(p, b, model=model),
-                   in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
-                   out_shardings=NamedSharding(mesh, PartitionSpec()))
-
-
 def evaluate(ctx: _Context, fn: Any, params: Any) -> dict[str, float]:
     """Loss and accuracy over `train.eval_batches` validation batches (the same every time)."""
     totals = None
@@ -231,10 +224,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     run, mesh, pipeline = setup(config, devices)
     if jax.process_index() != 0:
         say = lambda line: None  # noqa: E731 - one console per run
-    os.makedirs(workdir, exist_ok=True)
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-            json.dump(resolved_config_dict(config, run), f, indent=2, sort_keys=True)
+    io.makedirs(workdir)  # a no-op on gs://, where directories are object-name prefixes
+    io.write_shared_text(io.join(workdir, "config.json"),
+                         json.dumps(resolved_config_dict(config, run), indent=2, sort_keys=True))
 
     model = build_model(run.model)
     optimizer = make_optimizer(run.optim)
@@ -291,19 +283,21 @@ def _loop(ctx: _Context, state: Any, state_shardings: Any, iterator: Any,
                              label_smoothing=run.train.label_smoothing, z_loss=run.train.z_loss,
                              rules=run.rules)
     peak = metrics_lib.mesh_peak_flops(ctx.mesh.devices, run.train.peak_flops)  # None: unknown
-    eval_fn = jit_eval_step(ctx.model, state_shardings.params, ctx.mesh)
+    eval_fn = jit_eval_step(lm_loss(ctx.model), state_shardings.params, ctx.mesh, run.rules)
     watcher = _PreemptionSignal()
     pending: tuple[int, Any] | None = None
     timer = {"time": None, "step": start_step}
     compile_seconds = None
 
     def handle(step: int, device_metrics: Any) -> None:
-        """Reads one step's metrics: stops on non-finite values, logs on log steps."""
+        """Reads one step's metrics, logs them and stops on non-finite values. Only log,
+        checkpoint and evaluation steps are read: a NaN between two log steps reaches the
+        parameters and shows in the next read loss, before anything is saved."""
         nonlocal compile_seconds
         metrics = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
         finite = all(np.isfinite(metrics[k]) for k in ("loss", "grad_norm"))
         if finite and step % log_every and step != steps:
-            return
+            return  # read before a save or an evaluation: only its finiteness matters
         now = time.perf_counter()
         if timer["time"] is not None and step > timer["step"]:
             seconds = (now - timer["time"]) / (step - timer["step"])
@@ -320,11 +314,14 @@ def _loop(ctx: _Context, state: Any, state_shardings: Any, iterator: Any,
         _check_finite(step, metrics)  # after logging it: the record shows what went wrong
 
     def save(step: int, force: bool = False) -> None:
-        data_states = _gather_data_states(iterator.get_state())
-        checkpointer.save(step, state, data_states, run.model, force=force)
+        # The position after the last batch a step consumed (the prefetcher reads ahead).
+        checkpointer.save(step, state, _gather_data_states(data_state), run.model, force=force)
 
+    # Batches are read, packed and placed on the devices by a thread, two steps ahead.
+    batches = Prefetcher(iterator, lambda local: to_global_arrays(
+        _local_rows(local, ctx.rows), ctx.mesh), depth=2)
     with sharding.activate(ctx.mesh, ctx.run.rules):
-        batch = to_global_arrays(_local_rows(next(iterator), ctx.rows), ctx.mesh)
+        batch, data_state = next(batches)
         compile_start = time.perf_counter()
         compiled = step_fn.lower(state, batch).compile()
         compile_seconds = time.perf_counter() - compile_start
@@ -336,17 +333,20 @@ def _loop(ctx: _Context, state: Any, state_shardings: Any, iterator: Any,
             with jax.transfer_guard(transfer_guard):
                 while step < steps:
                     if step > start_step:
-                        batch = to_global_arrays(_local_rows(next(iterator), ctx.rows), ctx.mesh)
+                        batch, data_state = next(batches)
                     state, device_metrics = compiled(state, batch)
                     step += 1
+                    # Step n-1's metrics are read after step n is dispatched, and only on log
+                    # steps: between them the host never waits for the device.
                     if pending is not None:
                         handle(*pending)
-                    pending = (step, device_metrics)
+                        pending = None
                     evaluate_now = bool(run.train.eval_every) and step % run.train.eval_every == 0
                     save_now = step % run.checkpoint.every_steps == 0 or step == steps
                     if save_now or evaluate_now or step == steps:
-                        handle(*pending)  # a state is saved or evaluated only once known finite
-                        pending = None
+                        handle(step, device_metrics)  # saved or evaluated only once finite
+                    elif step % log_every == 0:
+                        pending = (step, device_metrics)
                     if save_now:
                         save(step)
                     if evaluate_now or step == steps:
@@ -358,6 +358,7 @@ def _loop(ctx: _Context, state: Any, state_shardings: Any, iterator: Any,
                         if pending is not None:
                             handle(*pending)
                             pending = None
+                        handle(step, device_metrics)
                         save(step, force=True)
                         checkpointer.wait()
                         say(f"{watcher.signal_name}: saved step {step} to "
@@ -366,6 +367,7 @@ def _loop(ctx: _Context, state: Any, state_shardings: Any, iterator: Any,
                         break
         finally:
             watcher.close()
+            batches.close()
     summary.final_step = step
     summary.wall_seconds = time.perf_counter() - wall_start
     return summary
