@@ -8,6 +8,9 @@ dict of named int32 1-D features with the seqio / T5X names:
   span_corruption  encoder_input_tokens, decoder_{input,target}_tokens, ... (T5)  (denoising.py)
   prefix_lm        decoder-only: decoder_* + decoder_causal_attention (T5X)       (lm.py)
   ul2              encoder-decoder mixture of denoisers with a mode token (UL2)   (mixtures.py)
+  bart             text infilling + sentence permutation, encoder-decoder (BART) (bart.py)
+  deshuffle        unshuffle the tokens, encoder-decoder (T5 baseline)           (deshuffle.py)
+  hybrid           causal or masked next-token prediction, decoder (GPT-BERT)    (hybrid.py)
 
 `registry.py` is the table of them: function, model family, features, lengths, default packing.
 
@@ -23,6 +26,14 @@ module level.
 """
 
 from jaxlm.conventions import EOS_ID, NUM_SENTINELS, PAD_ID, UNK_ID
+from jaxlm.objectives.bart import (
+    bart,
+    infilling_spans,
+    poisson_span_lengths,
+    sentence_ends,
+    shuffle_sentences,
+    split_sentences,
+)
 from jaxlm.objectives.common import Features, shift_right
 from jaxlm.objectives.denoising import (
     random_spans_noise_mask,
@@ -30,6 +41,8 @@ from jaxlm.objectives.denoising import (
     span_corruption_lengths,
     span_corruption_max_lengths,
 )
+from jaxlm.objectives.deshuffle import deshuffle
+from jaxlm.objectives.hybrid import hybrid, hybrid_is_causal
 from jaxlm.objectives.lm import clm, prefix_lm, prefix_lm_encoder_decoder
 from jaxlm.objectives.masking import mlm, mlm_encoder_decoder
 from jaxlm.objectives.mixtures import (
@@ -57,7 +70,9 @@ from jaxlm.objectives.registry import (
 __all__ = [
     "DEFAULT_UL2_DENOISERS", "EOS_ID", "FAMILY_FORMS", "FORMS", "Features", "Form",
     "NATURAL_FAMILY", "NUM_SENTINELS", "OBJECTIVES", "OUTPUT_KEYS", "PACKINGS", "PAD_ID", "UNK_ID",
-    "UL2_MODES", "Denoiser", "clm", "families", "form_name", "get_objective", "mlm",
+    "UL2_MODES", "Denoiser", "bart", "clm", "deshuffle", "families", "hybrid", "hybrid_is_causal",
+    "infilling_spans", "poisson_span_lengths", "sentence_ends", "shuffle_sentences",
+    "split_sentences", "form_name", "get_objective", "mlm",
     "mlm_encoder_decoder", "objective_vocab_kwargs", "prefix_lm", "prefix_lm_encoder_decoder",
     "random_spans_noise_mask", "shift_right", "span_corruption", "span_corruption_lengths",
     "span_corruption_max_lengths", "tf_objective_fn", "ul2", "ul2_choose_denoiser",

@@ -18,6 +18,10 @@ import numpy as np
 
 from jaxlm.conventions import FAMILIES
 from jaxlm.objectives import denoising, lm, masking, mixtures
+# Functions, not modules: the package exports functions of these modules' own names.
+from jaxlm.objectives.bart import bart, bart_vocab_kwargs
+from jaxlm.objectives.deshuffle import deshuffle
+from jaxlm.objectives.hybrid import hybrid
 from jaxlm.objectives.common import (
     Features,
     Lengths,
@@ -83,6 +87,16 @@ FORMS: dict[str, Form] = {
         fn=mixtures.ul2, family="encoder_decoder", features=_ENC_DEC,
         lengths=mixtures.ul2_stream_lengths, packing="greedy", adds_eos=True,
         vocab_kwargs=mixtures.ul2_vocab_kwargs),
+    "bart": Form(
+        fn=bart, family="encoder_decoder", features=_ENC_DEC, lengths=pair_lengths,
+        packing="concat", adds_eos=True, vocab_kwargs=bart_vocab_kwargs),
+    "deshuffle": Form(
+        fn=deshuffle, family="encoder_decoder", features=_ENC_DEC,
+        lengths=pair_lengths, packing="concat", adds_eos=True, vocab_kwargs=eos_vocab_kwargs),
+    "hybrid": Form(
+        fn=hybrid, family="decoder", features=(*_DECODER, "decoder_causal_attention"),
+        lengths=same_lengths("decoder"), packing="concat", adds_eos=False,
+        vocab_kwargs=masking.mlm_vocab_kwargs),
 }
 
 # The objectives a config may name (config.objective): family -> form, natural family first.
@@ -92,6 +106,9 @@ FAMILY_FORMS: dict[str, dict[str, str]] = {
     "span_corruption": {"encoder_decoder": "span_corruption"},
     "prefix_lm": {"decoder": "prefix_lm", "encoder_decoder": "prefix_lm_encoder_decoder"},
     "ul2": {"encoder_decoder": "ul2"},
+    "bart": {"encoder_decoder": "bart"},
+    "deshuffle": {"encoder_decoder": "deshuffle"},
+    "hybrid": {"decoder": "hybrid"},
 }
 OBJECTIVES = tuple(FAMILY_FORMS)
 NATURAL_FAMILY = {name: next(iter(forms)) for name, forms in FAMILY_FORMS.items()}
