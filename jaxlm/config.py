@@ -37,6 +37,7 @@ OBJECTIVE_OPTIONS = {
                  permute_sentences=True,  # shuffle the input's sentences (BART's best setting)
                  random_ratio=0.0),  # fraction of the mask tokens replaced by a random id
     "deshuffle": {},
+    "nsp": dict(mask_rate=0.15, mask_token_fraction=0.8, random_token_fraction=0.1),  # BERT's
     "hybrid": dict(causal_fraction=0.0625,  # examples that are causal, in [0, 1] (GPT-BERT 1/16)
                    mask_rate=0.15,  # masked examples: fraction of tokens selected, in (0, 1)
                    mask_token_fraction=0.8,  # of the selected: replaced by the mask id
@@ -48,7 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
     """The default configuration: the tiny decoder, causal LM on the offline corpus."""
     config = ml_collections.ConfigDict()
     config.seed = 0  # parameter init, dropout and data order
-    # clm | mlm | span_corruption | prefix_lm | ul2 | bart | deshuffle | hybrid
+    # clm | mlm | span_corruption | prefix_lm | ul2 | bart | deshuffle | hybrid | nsp
     config.objective = "clm"
 
     config.model = ml_collections.ConfigDict()
@@ -308,6 +309,10 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int | None = Non
         section["family"] = NATURAL_FAMILY.get(objective, "decoder")
     if section.get("vocab_size") is None and vocab_size is not None:
         section["vocab_size"] = vocab_size
+    family = section.get("family") or NATURAL_FAMILY.get(objective, "decoder")
+    for field, value in objectives_lib.model_defaults(objective, family).items():
+        if section.get(field) is None:  # what the objective's features need (NSP's head)
+            section[field] = value
     return model_config_from(section)
 
 

@@ -56,6 +56,30 @@ def targets_and_weights(family: str, batch: Mapping[str, Array]) -> tuple[Array,
     return targets, weights.astype(jnp.float32)
 
 
+# Next-sentence prediction: the label at each example's [CLS] and where they are.
+NSP_FEATURES = ("encoder_nsp_labels", "encoder_nsp_weights")
+NSP_SUMS = ("nsp_loss_sum", "nsp_correct_sum", "nsp_weight_sum")
+
+
+def nsp_sums(logits_BxLxC: Array, batch: Mapping[str, Array]) -> dict[str, Array]:
+    """Summed cross-entropy, correct count and weight of the classification logits at the
+    positions `encoder_nsp_weights` marks, against `encoder_nsp_labels`."""
+    labels, weights = (batch[k] for k in NSP_FEATURES)
+    loss, correct = cross_entropy(logits_BxLxC, labels)
+    weights = weights.astype(jnp.float32)
+    return dict(zip(NSP_SUMS, (jnp.sum(loss * weights), jnp.sum(correct * weights),
+                               jnp.sum(weights))))
+
+
+def nsp_loss_scale(family: str, batch: Mapping[str, Array]) -> Array:
+    """Token weight / NSP weight of a whole batch: the factor on the summed NSP loss that makes
+    the step's gradient that of mean token loss + mean NSP loss (BERT's sum of the two), since
+    the train step divides the summed gradient by the token weight."""
+    _, weights = targets_and_weights(family, batch)
+    nsp_weight = jnp.sum(batch[NSP_FEATURES[1]].astype(jnp.float32))
+    return jnp.maximum(jnp.sum(weights), 1.0) / jnp.maximum(nsp_weight, 1.0)
+
+
 def weighted_loss(family: str, logits: Array, batch: Mapping[str, Array],
                   label_smoothing: float = 0.0, z_loss: float = 0.0) -> tuple[Array, dict]:
     """Mean loss over weighted tokens, and summed metrics (loss_sum, correct_sum, weight_sum)

@@ -14,9 +14,10 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxlm import sharding
-from jaxlm.losses import fused_weighted_loss, weighted_loss
+from jaxlm.losses import (NSP_FEATURES, NSP_SUMS, fused_weighted_loss, nsp_loss_scale, nsp_sums,
+                          weighted_loss)
 from jaxlm.models import init_params
-from jaxlm.models.transformer import head_projection
+from jaxlm.models.transformer import classifier_logits, head_projection, output_logits
 from jaxlm.optim import OptimConfig, learning_rate_schedule, make_optimizer
 
 Array = jax.Array
@@ -70,16 +71,25 @@ def loss_sums(model: nn.Module, params: Any, batch: Batch, *, deterministic: boo
     """Summed loss, correct and weight of one batch. `fused_loss` projects to the vocabulary
     inside the chunked loss (losses.fused_weighted_loss), so the float32 [batch, length, vocab]
     logits never exist; otherwise the model returns the logits and the loss reads them."""
-    if not fused_loss:
-        logits = model.apply({"params": params}, batch, deterministic=deterministic, rngs=rngs)
-        return weighted_loss(model.cfg.family, logits, batch, label_smoothing, z_loss)[1]
     hidden = model.apply({"params": params}, batch, deterministic=deterministic, rngs=rngs,
                          return_hidden=True)
-    features, matrix, bias = model.apply({"params": params}, hidden, method=head_projection)
-    _, sums = fused_weighted_loss(model.cfg.family, features, matrix, bias, batch,
-                                  vocab_axis=0 if model.cfg.tie_embeddings else 1,
-                                  label_smoothing=label_smoothing, z_loss=z_loss)
+    if not fused_loss:
+        logits = model.apply({"params": params}, hidden, method=output_logits)
+        sums = weighted_loss(model.cfg.family, logits, batch, label_smoothing, z_loss)[1]
+    else:
+        features, matrix, bias = model.apply({"params": params}, hidden, method=head_projection)
+        _, sums = fused_weighted_loss(model.cfg.family, features, matrix, bias, batch,
+                                      vocab_axis=0 if model.cfg.tie_embeddings else 1,
+                                      label_smoothing=label_smoothing, z_loss=z_loss)
+    if uses_nsp(model, batch):
+        sums.update(nsp_sums(model.apply({"params": params}, hidden, method=classifier_logits),
+                             batch))
     return sums
+
+
+def uses_nsp(model: nn.Module, batch: Batch) -> bool:
+    """Whether the batch carries next-sentence labels and the model a head to predict them."""
+    return bool(model.cfg.classifier_classes) and NSP_FEATURES[0] in batch
 
 
 def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
@@ -89,11 +99,15 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
     """One optimizer update. Gradients of the summed token losses are added over micro-batches
     and divided by the total loss weight, which is exactly the large batch's mean-loss gradient."""
     step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    nsp = uses_nsp(model, batch)
+    # The NSP term is a mean over examples: scaled by the whole batch's weights (see losses).
+    nsp_scale = nsp_loss_scale(model.cfg.family, batch) if nsp else None
 
     def loss_sum(params: Any, micro: Batch, key: Array) -> tuple[Array, dict]:
         sums = loss_sums(model, params, micro, deterministic=False, rngs={"dropout": key},
                          label_smoothing=label_smoothing, z_loss=z_loss, fused_loss=fused_loss)
-        return sums["loss_sum"], sums
+        total = sums["loss_sum"] + (sums["nsp_loss_sum"] * nsp_scale if nsp else 0.0)
+        return total, sums
 
     grad_fn = jax.grad(loss_sum, has_aux=True)
     if micro_batches == 1:
@@ -104,8 +118,8 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
             grads, sums = grad_fn(state.params, micro, jax.random.fold_in(step_key, index))
             return jax.tree.map(jnp.add, carry, (grads, sums)), None
 
-        zeros = jax.tree.map(jnp.zeros_like, (state.params, {
-            "loss_sum": jnp.zeros(()), "correct_sum": jnp.zeros(()), "weight_sum": jnp.zeros(())}))
+        keys = ("loss_sum", "correct_sum", "weight_sum") + (NSP_SUMS if nsp else ())
+        zeros = jax.tree.map(jnp.zeros_like, (state.params, {k: jnp.zeros(()) for k in keys}))
         (grads, sums), _ = jax.lax.scan(
             accumulate, zeros, (_split_micro_batches(batch, micro_batches),
                                 jnp.arange(micro_batches)))
@@ -116,6 +130,10 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
     metrics = {"loss": sums["loss_sum"] / weight, "accuracy": sums["correct_sum"] / weight,
                "tokens": sums["weight_sum"], "grad_norm": optax.global_norm(grads),
                "learning_rate": learning_rate_schedule(optim_cfg)(state.step)}
+    if nsp:
+        nsp_weight = jnp.maximum(sums["nsp_weight_sum"], 1.0)
+        metrics.update(nsp_loss=sums["nsp_loss_sum"] / nsp_weight,
+                       nsp_accuracy=sums["nsp_correct_sum"] / nsp_weight)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 

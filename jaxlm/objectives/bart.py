@@ -3,12 +3,13 @@
 The encoder reads the text with its sentences shuffled and spans of it masked; the decoder
 reconstructs the whole original text (teacher-forced), + EOS.
 
-Sentence rule (`sentence_ends`; `shuffle_sentences` permutes them): a sentence ends after a token that ends one by itself (a newline,
-a piece whose text ends in '.', '!' or '?' followed by whitespace, or EOS: in concat chunks the
-document boundary), or after a whitespace-only token that follows a token ending in '.', '!' or
-'?'. With the byte vocabulary: "A b. C d?\nE" -> "A b. " | "C d?\n" | "E" (the whitespace stays with
-the sentence it closes, so "3.14" or "e.g.x" are not split). `boundary_vocab_kwargs` classifies
-every id of a vocabulary by its text; SentencePiece pieces follow the same rule on their text.
+Sentence rule (`sentence_ends`; `shuffle_sentences` permutes the sentences): a sentence ends
+after a token that ends one by itself (a newline, a piece whose text ends in '.', '!' or '?'
+followed by whitespace, or EOS: in concat chunks the document boundary), or after a whitespace-only
+token that follows a token ending in '.', '!' or '?'. With the byte vocabulary: "A b. C d?\nE" ->
+"A b. " | "C d?\n" | "E" (the whitespace stays with the sentence it closes, so "3.14" or "e.g.x"
+are not split). `boundary_vocab_kwargs` classifies every id of a vocabulary by its text;
+SentencePiece pieces follow the same rule on their text.
 
 Text infilling (`infilling_spans`): span lengths are drawn from Poisson(poisson_lambda) until they
 cover round(mask_ratio * n) tokens, the last one cut to hit that count exactly (fairseq's

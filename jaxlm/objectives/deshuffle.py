@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from jaxlm.conventions import EOS_ID
-from jaxlm.objectives.common import STREAM_DESHUFFLE, Features, as_tokens, decoder_features, i32, rng
+from jaxlm.objectives.common import (
+    STREAM_DESHUFFLE,
+    Features,
+    as_tokens,
+    decoder_features,
+    i32,
+    rng,
+)
 
 
 def deshuffle(tokens: np.ndarray, *, seed: int, eos_id: int = EOS_ID) -> Features:
