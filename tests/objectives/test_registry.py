@@ -20,12 +20,14 @@ _KWARGS = {
              "space_ids": (39,)},
     "deshuffle": {},
     "hybrid": {"vocab_size": 1000, "mask_id": MASK_ID, "special_ids": SPECIALS},
+    "nsp": {"vocab_size": 1000, "mask_id": MASK_ID, "cls_id": 8, "sep_id": 9,
+            "special_ids": SPECIALS},
 }
 
 
 def test_registry_names_and_binding():
     assert O.OBJECTIVES == ("clm", "mlm", "span_corruption", "prefix_lm", "ul2", "bart",
-                            "deshuffle", "hybrid")
+                            "deshuffle", "hybrid", "nsp")
     tokens = np.arange(10, 80, dtype=np.int32)
     for name, kw in _KWARGS.items():
         fn = O.get_objective(name, **kw)
@@ -142,7 +144,8 @@ def test_the_table_is_consistent():
     assert O.NATURAL_FAMILY == {"clm": "decoder", "mlm": "encoder",
                                 "span_corruption": "encoder_decoder", "prefix_lm": "decoder",
                                 "ul2": "encoder_decoder", "bart": "encoder_decoder",
-                                "deshuffle": "encoder_decoder", "hybrid": "decoder"}
+                                "deshuffle": "encoder_decoder", "hybrid": "decoder",
+                                "nsp": "encoder"}
     for name, forms in O.FAMILY_FORMS.items():
         assert O.families(name)[0] == O.NATURAL_FAMILY[name]
         for family, form in forms.items():
@@ -154,6 +157,8 @@ def test_the_table_is_consistent():
         assert streams == ({"decoder"} if form.family == "decoder" else
                            {"encoder"} if form.family == "encoder" else {"encoder", "decoder"})
     assert set(O.OUTPUT_KEYS) == set(O.FORMS)
+    assert O.model_defaults("nsp", "encoder") == {"num_token_types": 2, "classifier_classes": 2}
+    assert O.model_defaults("clm", "decoder") == {} == O.model_defaults("nsp", "decoder")
 
 
 def test_vocabulary_kwargs_per_form():
