@@ -5,6 +5,7 @@ trainer's own acceptance checks, run on each of them)."""
 import json
 import os
 
+import numpy as np
 import pytest
 
 from jaxlm import trainer
@@ -35,3 +36,18 @@ def test_nsp_logs_its_loss_and_accuracy_apart(corpus_dir, tmp_path):
         assert last["nsp_loss"] > 0 and 0 <= last["nsp_accuracy"] <= 1
         assert last["nsp_loss"] != last["loss"]
     assert summary.eval["nsp_loss"] > 0
+
+
+def test_nsp_micro_batches_equal_the_whole_batch(corpus_dir, tmp_path):
+    # The NSP term is scaled by the whole batch's weights, so accumulation changes nothing.
+    runs = {}
+    for micro in (1, 4):
+        workdir = str(tmp_path / f"micro{micro}")
+        trainer.train(tiny_config(corpus_dir, "nsp", **{"train.steps": 3,
+                                                        "train.micro_batches": micro}),
+                      workdir, say=quiet)
+        with open(os.path.join(workdir, "metrics.jsonl")) as f:
+            runs[micro] = [json.loads(line) for line in f if '"train"' in line]
+    for key in ("loss", "nsp_loss", "nsp_accuracy"):
+        np.testing.assert_allclose([r[key] for r in runs[4]], [r[key] for r in runs[1]],
+                                   rtol=1e-5, atol=1e-7)
