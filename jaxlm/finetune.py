@@ -29,12 +29,11 @@ the maximum over a noisy accuracy curve is biased upwards, more so for less stab
 picking it would use the eval split for model selection (the offline task has no separate test
 split). `best_accuracy` is kept in the result for diagnosis only.
 
-Devices: the batch is split over a data-parallel mesh of every device jax sees (the parameters are
-replicated, `jaxlm.sharding` rules on a (data, 1, 1) mesh); pass `mesh` to use other devices. The
-step is jitted with explicit shardings and the state donated; jitted functions are cached per
-(model, head, batch shape, optimizer, mesh), so several seeds or several checkpoints of one
-architecture compile once. Runs are deterministic for a seed: init, batch order and dropout all
-derive from it.
+Devices: the batch is split over a data-parallel mesh of every device jax sees; pass `mesh` to use
+others. Training runs on jaxlm.train's core (`create_train_state`, the donated `jit_train_step`)
+with `classification_loss` plugged in; the steps are cached per (model, head, batch shape,
+optimizer, mesh), so several seeds or checkpoints compile once. Runs are deterministic for a seed:
+init, batch order and dropout all derive from it.
 """
 
 from __future__ import annotations
@@ -52,17 +51,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from flax.traverse_util import flatten_dict, unflatten_dict
+from jax.sharding import Mesh
 
 from jaxlm import sharding
 from jaxlm.data.tasks import Task
-from jaxlm.models import ModelConfig, build_model
+from jaxlm.models import ModelConfig, build_model, dummy_batch, init_params
 from jaxlm.models.layers import DenseGeneral, constrain
 from jaxlm.models.transformer import FAMILY_MODULES, decoder_valid, encoder_valid
+from jaxlm.losses import token_loss, weighted_sums
 from jaxlm.optim import OptimConfig, make_optimizer
-from jaxlm.train import TrainState
+from jaxlm.train import (LossFn, TrainState, batch_rows_sharding, create_train_state,
+                         jit_eval_step, jit_train_step)
 
 logger = logging.getLogger(__name__)
 Array = jax.Array
@@ -117,15 +118,97 @@ class Classifier(nn.Module):
         cfg = self.cfg
         backbone = FAMILY_MODULES[cfg.family](cfg, name="backbone")
         hidden = backbone(batch, deterministic=deterministic, return_hidden=True)
-        if cfg.family == "encoder":
-            valid = encoder_valid(batch)
-        else:  # the decoder stream (a single position for encoder_decoder)
-            valid = decoder_valid(batch)
+        # The decoder stream is a single position for encoder_decoder.
+        valid = encoder_valid(batch) if cfg.family == "encoder" else decoder_valid(batch)
         x = pool(hidden, valid, self.pooling or POOLING[cfg.family])
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
         logits = DenseGeneral((self.num_classes,), ("embed", "classes"), cfg, use_bias=True,
                               name="classifier")(x)
         return constrain(logits.astype(jnp.float32), ("activation_batch", None))
+
+
+def classification_loss(model: Classifier) -> LossFn:
+    """The classifier's LossFn for the shared step: cross-entropy of the class logits against
+    `labels` (losses.token_loss, so accuracy is argmax == label), one weight per example
+    (`label_weights`, default 1; the eval split's padding rows have 0)."""
+    def loss_fn(params: Any, batch: Mapping[str, Array], key: Array | None = None) -> dict:
+        logits = model.apply({"params": params}, batch, deterministic=key is None,
+                             rngs=None if key is None else {"dropout": key})
+        weights = batch.get("label_weights", jnp.ones(batch["labels"].shape, jnp.float32))
+        return weighted_sums(*token_loss(logits, batch["labels"]), weights)
+    return loss_fn
+
+
+class ClassifierSteps:
+    """A classifier's state creation and its jitted train / eval steps on a mesh, all from
+    jaxlm.train: the sharded init of `create_train_state` and the donated `jit_train_step`,
+    with `classification_loss` plugged in. The steps are jitted on the first `init`."""
+
+    def __init__(self, cfg: ModelConfig, num_classes: int, pooling: str, optim_cfg: OptimConfig,
+                 mesh: Mesh, batch_size: int, seq_len: int,
+                 rules: sharding.Rules = sharding.DEFAULT_RULES) -> None:
+        self.model = Classifier(cfg, num_classes, pooling)
+        self.optim_cfg, self.mesh, self.rules = optim_cfg, mesh, rules
+        self.example = {k: jnp.zeros(v.shape, v.dtype) for k, v in classifier_batch(
+            cfg.family, np.zeros((batch_size, seq_len), np.int32)).items()}
+        self.jitted: tuple[Callable, Callable] | None = None
+
+    def init(self, seed: int, pretrained: Any | None = None) -> TrainState:
+        """A fresh state (head and, without `pretrained`, backbone initialised from `seed`)."""
+        state, shardings = create_train_state(self.model, make_optimizer(self.optim_cfg), seed,
+                                              self.example, self.mesh, self.rules)
+        if self.jitted is None:
+            loss_fn = classification_loss(self.model)
+            self.jitted = (jit_train_step(self.model, self.optim_cfg, shardings, self.mesh,
+                                          rules=self.rules, loss_fn=loss_fn),
+                           jit_eval_step(loss_fn, shardings.params, self.mesh, self.rules))
+        if pretrained is not None:  # AdamW's state (zero moments, a count) stays as it is
+            backbone = jax.device_put(_match_backbone(pretrained, state.params["backbone"]),
+                                      shardings.params["backbone"])
+            state = state.replace(params={**state.params, "backbone": backbone})
+        return state
+
+    def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        with sharding.activate(self.mesh, self.rules):
+            return self.jitted[0](state, batch)
+
+    def accuracy(self, params: Any, batches: list[dict]) -> float:
+        """Accuracy over `batches`, each example weighted by its `label_weights`."""
+        with sharding.activate(self.mesh, self.rules):
+            sums = jax.device_get([self.jitted[1](params, b) for b in batches])
+        correct, total = (sum(float(x[k]) for x in sums) for k in ("correct_sum", "weight_sum"))
+        return correct / total
+
+    def put(self, batch: dict) -> dict:
+        """Host batch -> device arrays split over the data-parallel axes."""
+        return jax.device_put(batch, batch_rows_sharding(self.mesh))
+
+
+classifier_steps = functools.lru_cache(maxsize=8)(ClassifierSteps)  # per set-up: compile once
+
+
+def _match_backbone(pretrained: Any, abstract: Any) -> Any:
+    """The pretrained params the classifier's backbone uses, checked against its shapes.
+
+    The LM output head (`head/...`: lm_head, output_bias, BERT's transform) is dropped: the
+    classifier reads the hidden states before it. Anything else missing or misshapen is an error
+    naming the parameter, so a checkpoint of another architecture is never half-loaded.
+    """
+    have = flatten_dict(nn.meta.unbox(dict(pretrained)), sep="/")
+    want = flatten_dict(dict(abstract), sep="/")
+    missing = sorted(set(want) - set(have))
+    if missing:
+        raise ValueError(f"The pretrained params lack {len(missing)} backbone params, e.g. "
+                         f"{missing[:3]}: is the model config the checkpoint's?")
+    for name, spec in want.items():
+        if tuple(have[name].shape) != tuple(spec.shape):
+            raise ValueError(f"Pretrained param {name} has shape {tuple(have[name].shape)}, the "
+                             f"model config implies {tuple(spec.shape)}.")
+    unused = sorted(k for k in set(have) - set(want) if not k.startswith("head/"))
+    if unused:
+        raise ValueError(f"Pretrained params {unused[:3]} have no place in the backbone: is the "
+                         "model config the checkpoint's?")
+    return unflatten_dict({k: jnp.asarray(have[k], want[k].dtype) for k in want}, sep="/")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -169,15 +252,12 @@ def finetune(model_cfg: ModelConfig, params: Any | None, task: Task, *, steps: i
     """Fine-tunes `params` (None: the no-pretraining baseline, a random init from `seed`) with a
     fresh classification head on `task.train`; accuracy on `task.eval` every `eval_every` steps
     and after the last. `log` (default print) gets one progress line per eval; None: silent."""
-    _check_args(model_cfg, task, steps, batch_size, eval_every, learning_rate, dropout,
-                warmup_fraction, pooling)
     start = time.perf_counter()
     emit = log or (lambda _: None)
     mesh = mesh or sharding.make_mesh(-1, 1, 1)
     data_size = mesh.shape["data"] * mesh.shape["fsdp"]
-    if batch_size % data_size:
-        raise ValueError(f"batch_size={batch_size} must be a multiple of the {data_size} "
-                         "data-parallel devices.")
+    _check_args(model_cfg, task, steps, batch_size, eval_every, learning_rate, dropout,
+                warmup_fraction, pooling, data_size)
     # Attention-probability dropout is off: on CPU its [B, H, L, L] random bits cost ~25% of a
     # tiny model's step; hidden-state dropout alone regularises a few epochs of fine-tuning.
     cfg = model_cfg.replace(dropout_rate=dropout, attention_dropout_rate=0.0)
@@ -187,8 +267,8 @@ def finetune(model_cfg: ModelConfig, params: Any | None, task: Task, *, steps: i
                             warmup_steps=int(round(warmup_fraction * steps)), total_steps=steps,
                             final_lr_fraction=0.0, b1=0.9, b2=0.999, eps=1e-8,
                             weight_decay=weight_decay, grad_clip_norm=1.0)
-    fns = _compiled(cfg, task.num_classes, pooling, optim_cfg, mesh, batch_size, task.seq_len,
-                    rules)
+    fns = classifier_steps(cfg, task.num_classes, pooling, optim_cfg, mesh, batch_size,
+                           task.seq_len, rules)
     state = fns.init(seed, params)
     num_params = sum(int(x.size) for x in jax.tree.leaves(state.params))
 
@@ -209,24 +289,22 @@ def finetune(model_cfg: ModelConfig, params: Any | None, task: Task, *, steps: i
         idx = order[step - 1]
         batch = classifier_batch(family, task.train.tokens[idx])
         batch["labels"] = task.train.labels[idx]
-        state, loss = fns.train_step(state, fns.put(batch))
+        state, metrics = fns.train_step(state, fns.put(batch))
         # Read step n-1's loss once step n is queued: the host stays one step ahead, never more
         # (an unbounded queue of collectives can stall XLA's CPU runtime with many fake devices).
         if pending is not None:
             losses.append(float(pending))
-        pending = loss
-        if step == 1:
-            losses.append(float(loss))
+        pending = metrics["loss"]
+        evaluate_now = step % eval_every == 0 or step == steps
+        if step == 1 or evaluate_now:
+            losses.append(float(pending))
             pending = None
-            compile_time = time.perf_counter() - interval_start
-            interval_start = time.perf_counter()
-        if step % eval_every == 0 or step == steps:
-            if pending is not None:
-                losses.append(float(pending))
-                pending = None
+        if step == 1:  # the first step compiles: timed apart from the others
+            compile_time, interval_start = time.perf_counter() - interval_start, time.perf_counter()
+        if evaluate_now:
             train_loss = float(np.mean(losses[-eval_every:]))
             t = time.perf_counter()
-            accuracy = _evaluate(fns.eval_step, state.params, eval_batches, len(task.eval))
+            accuracy = fns.accuracy(state.params, eval_batches)
             eval_time += time.perf_counter() - t
             history.append({"step": step, "accuracy": accuracy, "train_loss": train_loss})
             emit(f"  step {step:5d}/{steps}  train_loss {train_loss:.4f}  eval_accuracy "
@@ -249,10 +327,13 @@ def finetune(model_cfg: ModelConfig, params: Any | None, task: Task, *, steps: i
 
 def _check_args(cfg: ModelConfig, task: Task, steps: int, batch_size: int, eval_every: int,
                 learning_rate: float, dropout: float, warmup_fraction: float,
-                pooling: str | None) -> None:
+                pooling: str | None, data_size: int) -> None:
     for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} is invalid: expected a positive integer.")
+    if batch_size % data_size:
+        raise ValueError(f"batch_size={batch_size} must be a multiple of the {data_size} "
+                         "data-parallel devices.")
     if not learning_rate > 0:
         raise ValueError(f"learning_rate={learning_rate!r} is invalid: expected > 0.")
     if not 0.0 <= dropout < 1.0:
@@ -293,125 +374,9 @@ def _eval_batches(family: str, task: Task, size: int,
         pad = size - len(labels)
         batch = classifier_batch(family, np.pad(tokens, ((0, pad), (0, 0))))
         batch["labels"] = np.pad(labels, (0, pad))
+        batch["label_weights"] = (np.arange(size) < len(labels)).astype(np.float32)
         batches.append(put(batch))
     return batches
-
-
-def _evaluate(eval_step: Callable, params: Any, batches: list[dict], count: int) -> float:
-    predictions = np.concatenate([np.asarray(eval_step(params, b)) for b in batches])[:count]
-    labels = np.concatenate([np.asarray(b["labels"]) for b in batches])[:count]
-    return float(np.mean(predictions == labels))
-
-
-@dataclasses.dataclass(frozen=True)
-class _Fns:
-    init: Callable[[int, Any], TrainState]
-    train_step: Callable[[TrainState, dict], tuple[TrainState, Array]]
-    eval_step: Callable[[Any, dict], Array]
-    put: Callable[[dict], dict]  # host batch -> device arrays split over the data axes
-
-
-@functools.lru_cache(maxsize=8)
-def _compiled(cfg: ModelConfig, num_classes: int, pooling: str, optim_cfg: OptimConfig,
-              mesh: Mesh, batch_size: int, seq_len: int,
-              rules: sharding.Rules = sharding.DEFAULT_RULES) -> _Fns:
-    """Init, train and eval functions for one architecture and set-up, jitted with shardings."""
-    model = Classifier(cfg, num_classes, pooling)
-    optimizer = make_optimizer(optim_cfg)
-    example = {k: jnp.zeros(v.shape, v.dtype) for k, v in
-               classifier_batch(cfg.family, np.zeros((batch_size, seq_len), np.int32)).items()}
-
-    def init_boxed(seed: Array, pretrained: Any | None) -> TrainState:
-        init_key, dropout_key = jax.random.split(jax.random.key(seed))
-        boxed = model.init(init_key, example)["params"]
-        if pretrained is not None:  # keep the boxes (logical axes), swap in the pretrained values
-            backbone = jax.tree.map(lambda box, value: box.replace_boxed(value),
-                                    boxed["backbone"], pretrained,
-                                    is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
-            boxed = {**boxed, "backbone": backbone}
-        return TrainState(step=jnp.zeros((), jnp.int32), params=boxed,
-                          opt_state=optimizer.init(boxed), rng=jax.random.key_data(dropout_key))
-
-    with sharding.activate(mesh, rules):
-        abstract = jax.eval_shape(init_boxed, 0, None)
-        state_shardings = sharding.tree_shardings(abstract, mesh, rules)
-    backbone_abstract = sharding.unbox_values(abstract.params["backbone"])
-    replicated = NamedSharding(mesh, PartitionSpec())
-    batch_sharding = sharding.batch_sharding(mesh)
-    labels_sharding = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
-
-    init_scratch = jax.jit(lambda s: nn.meta.unbox(init_boxed(s, None)),
-                           out_shardings=state_shardings)
-    init_pretrained = jax.jit(lambda s, p: nn.meta.unbox(init_boxed(s, p)),
-                              out_shardings=state_shardings)
-
-    def init(seed: int, pretrained: Any | None) -> TrainState:
-        with sharding.activate(mesh, rules):
-            if pretrained is None:
-                return init_scratch(jnp.int32(seed))
-            pretrained = _match_backbone(pretrained, backbone_abstract)
-            pretrained = jax.device_put(pretrained, state_shardings.params["backbone"])
-            return init_pretrained(jnp.int32(seed), pretrained)
-
-    def loss_fn(params: Any, batch: dict, key: Array) -> Array:
-        logits = model.apply({"params": params}, batch, deterministic=False,
-                             rngs={"dropout": key})
-        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
-
-    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, Array]:
-        key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, key)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                             opt_state=opt_state), loss
-
-    def eval_step(params: Any, batch: dict) -> Array:
-        return jnp.argmax(model.apply({"params": params}, batch), axis=-1)
-
-    batch_shardings = {**{k: batch_sharding for k in example}, "labels": labels_sharding}
-    jit_train = jax.jit(train_step, in_shardings=(state_shardings, batch_shardings),
-                        out_shardings=(state_shardings, replicated), donate_argnums=0)
-    jit_eval = jax.jit(eval_step, in_shardings=(state_shardings.params, batch_shardings),
-                       out_shardings=replicated)
-
-    def run_train(state: TrainState, batch: dict) -> tuple[TrainState, Array]:
-        with sharding.activate(mesh, rules):
-            return jit_train(state, batch)
-
-    def run_eval(params: Any, batch: dict) -> Array:
-        with sharding.activate(mesh, rules):
-            return jit_eval(params, batch)
-
-    def put(batch: dict) -> dict:
-        return jax.device_put(batch, {k: batch_shardings[k] for k in batch})
-
-    return _Fns(init, run_train, run_eval, put)
-
-
-def _match_backbone(pretrained: Any, abstract: Any) -> Any:
-    """The pretrained params the classifier's backbone uses, checked against its shapes.
-
-    The LM output head (`head/...`: lm_head, output_bias, BERT's transform) is dropped: the
-    classifier reads the hidden states before it. Anything else missing or misshapen is an error
-    naming the parameter, so a checkpoint of another architecture is never half-loaded.
-    """
-    from flax.traverse_util import flatten_dict, unflatten_dict
-
-    have = flatten_dict(nn.meta.unbox(dict(pretrained)), sep="/")
-    want = flatten_dict(dict(abstract), sep="/")
-    missing = sorted(set(want) - set(have))
-    if missing:
-        raise ValueError(f"The pretrained params lack {len(missing)} backbone params, e.g. "
-                         f"{missing[:3]}: is the model config the checkpoint's?")
-    for name, spec in want.items():
-        if tuple(have[name].shape) != tuple(spec.shape):
-            raise ValueError(f"Pretrained param {name} has shape {tuple(have[name].shape)}, the "
-                             f"model config implies {tuple(spec.shape)}.")
-    unused = sorted(k for k in set(have) - set(want) if not k.startswith("head/"))
-    if unused:
-        raise ValueError(f"Pretrained params {unused[:3]} have no place in the backbone: is the "
-                         "model config the checkpoint's?")
-    return unflatten_dict({k: jnp.asarray(have[k], want[k].dtype) for k in want}, sep="/")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -444,9 +409,13 @@ def load_pretrained(workdir: str, step: int | None = None,
         elif step not in steps:
             raise FileNotFoundError(f"No checkpoint of step {step} in {directory}; steps: {steps}.")
         saved = manager.restore(step, args=ocp.args.Composite(model=ocp.args.JsonRestore()))
-        cfg = _model_config(saved["model"], directory)
+        unknown = sorted(set(saved["model"]) - {f.name for f in dataclasses.fields(ModelConfig)})
+        if unknown:
+            raise ValueError(f"The checkpoint's model config in {directory} has fields this "
+                             f"jaxlm does not know: {unknown}.")
+        cfg = ModelConfig(**saved["model"])
         model = build_model(cfg)
-        boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), _init_batch(cfg))["params"])
+        boxed = jax.eval_shape(lambda: init_params(model, jax.random.key(0), dummy_batch(cfg)))
         mesh = mesh or sharding.make_mesh(-1, 1, 1)
         shardings = sharding.tree_shardings(boxed, mesh, rules)
         abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
@@ -459,21 +428,6 @@ def load_pretrained(workdir: str, step: int | None = None,
         manager.close()
     logger.info("Loaded %s params of step %d from %s.", cfg.family, step, directory)
     return cfg, restored["state"]["params"]
-
-
-def _init_batch(cfg: ModelConfig) -> dict[str, Array]:
-    from jaxlm.models import dummy_batch
-
-    return dummy_batch(cfg, 1, 8)
-
-
-def _model_config(saved: Mapping[str, Any], where: str) -> ModelConfig:
-    fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    unknown = sorted(set(saved) - fields)
-    if unknown:
-        raise ValueError(f"The checkpoint's model config in {where} has fields this jaxlm does "
-                         f"not know: {unknown}.")
-    return ModelConfig(**saved)
 
 
 def load_hf(path: str) -> tuple[ModelConfig, Any]:

@@ -1,7 +1,9 @@
 """The training loss: cross-entropy weighted by the objective's `*_loss_weights`.
 
 The loss reads features only (targets and weights of the family's output stream), so it knows
-nothing of which objective produced them.
+nothing of which objective produced them. `token_loss` is the one definition of the per-token
+loss and accuracy; the plain path (from logits) and the fused path (chunked projection) both call
+it, and the fused path's gradient is that function's own vjp.
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec
 
 Array = jax.Array
 
@@ -23,24 +27,36 @@ TARGET_FEATURES = {
 }
 
 
-def cross_entropy(logits_BxLxV: Array, targets_BxL: Array, label_smoothing: float = 0.0,
-                  z_loss: float = 0.0) -> tuple[Array, Array]:
-    """Per-token cross-entropy [B, L] (+ z-loss) and per-token correctness, in float32.
+def token_loss(logits: Array, targets: Array, label_smoothing: float = 0.0,
+               z_loss: float = 0.0) -> tuple[Array, Array]:
+    """Per-position loss and correctness of logits [..., V] against int targets [...], float32.
 
-    z_loss adds z_loss * logsumexp(logits)^2 (PaLM / T5X), keeping the softmax normalizer near 1.
-    Label smoothing spreads `label_smoothing` of the target mass uniformly over the vocabulary.
+    Loss: cross-entropy; with `label_smoothing` s the target mass is (1 - s) on the target and
+    s spread uniformly over the vocabulary; `z_loss` adds z_loss * logsumexp(logits)^2 (PaLM /
+    T5X), keeping the softmax normaliser near 1.
+    Accuracy: correct means `argmax(logits) == target`, where argmax takes the first maximum (as
+    jnp.argmax), so on a tie only the lowest tied id counts as correct.
     """
-    logits = logits_BxLxV.astype(jnp.float32)
+    logits = logits.astype(jnp.float32)
     log_z = jax.nn.logsumexp(logits, axis=-1)
-    target_logit = jnp.take_along_axis(logits, targets_BxL[..., None], axis=-1)[..., 0]
+    # A masked sum rather than a gather: its gradient is an elementwise select, not a scatter.
+    is_target = jnp.arange(logits.shape[-1]) == targets[..., None]
+    target_logit = jnp.sum(jnp.where(is_target, logits, 0.0), axis=-1)
     loss = log_z - target_logit
     if label_smoothing:
-        mean_logit = jnp.mean(logits, axis=-1)
-        loss = (1.0 - label_smoothing) * loss + label_smoothing * (log_z - mean_logit)
+        loss = (1.0 - label_smoothing) * loss + label_smoothing * (
+            log_z - jnp.mean(logits, axis=-1))
     if z_loss:
         loss = loss + z_loss * jnp.square(log_z)
-    correct = jnp.argmax(logits, axis=-1) == targets_BxL
-    return loss, correct
+    return loss, jnp.argmax(logits, axis=-1) == targets
+
+
+def weighted_sums(loss: Array, correct: Array, weights: Array) -> dict[str, Array]:
+    """(loss_sum, correct_sum, weight_sum): sums that add across micro-batches, batches and hosts
+    before dividing by weight_sum."""
+    weights = weights.astype(jnp.float32)
+    return {"loss_sum": jnp.sum(loss * weights), "correct_sum": jnp.sum(correct * weights),
+            "weight_sum": jnp.sum(weights)}
 
 
 def targets_and_weights(family: str, batch: Mapping[str, Array]) -> tuple[Array, Array]:
@@ -56,48 +72,47 @@ def targets_and_weights(family: str, batch: Mapping[str, Array]) -> tuple[Array,
     return targets, weights.astype(jnp.float32)
 
 
-# Next-sentence prediction: the label at each example's [CLS] and where they are.
+# Next-sentence prediction: the label at each example's [CLS] and where the [CLS]s are.
 NSP_FEATURES = ("encoder_nsp_labels", "encoder_nsp_weights")
 NSP_SUMS = ("nsp_loss_sum", "nsp_correct_sum", "nsp_weight_sum")
 
 
 def nsp_sums(logits_BxLxC: Array, batch: Mapping[str, Array]) -> dict[str, Array]:
-    """Summed cross-entropy, correct count and weight of the classification logits at the
-    positions `encoder_nsp_weights` marks, against `encoder_nsp_labels`."""
+    """`weighted_sums` of classification logits [B, L, C] against `encoder_nsp_labels` at the
+    positions `encoder_nsp_weights` marks, under the NSP_SUMS names."""
     labels, weights = (batch[k] for k in NSP_FEATURES)
-    loss, correct = cross_entropy(logits_BxLxC, labels)
-    weights = weights.astype(jnp.float32)
-    return dict(zip(NSP_SUMS, (jnp.sum(loss * weights), jnp.sum(correct * weights),
-                               jnp.sum(weights))))
+    sums = weighted_sums(*token_loss(logits_BxLxC, labels), weights)
+    return dict(zip(NSP_SUMS, (sums["loss_sum"], sums["correct_sum"], sums["weight_sum"])))
 
 
-def nsp_loss_scale(family: str, batch: Mapping[str, Array]) -> Array:
-    """Token weight / NSP weight of a whole batch: the factor on the summed NSP loss that makes
-    the step's gradient that of mean token loss + mean NSP loss (BERT's sum of the two), since
-    the train step divides the summed gradient by the token weight."""
-    _, weights = targets_and_weights(family, batch)
+def nsp_loss_scale(batch: Mapping[str, Array]) -> Array:
+    """Masked-token weight / NSP weight of a whole batch: the factor on the summed NSP loss that
+    makes a step's gradient that of mean token loss + mean NSP loss (BERT's sum of the two), as
+    the step divides the summed gradient by the token weight. NSP batches are encoder batches."""
+    _, weights = targets_and_weights("encoder", batch)
     nsp_weight = jnp.sum(batch[NSP_FEATURES[1]].astype(jnp.float32))
     return jnp.maximum(jnp.sum(weights), 1.0) / jnp.maximum(nsp_weight, 1.0)
 
 
+def _mean(sums: dict[str, Array]) -> Array:
+    return sums["loss_sum"] / jnp.maximum(sums["weight_sum"], 1.0)
+
+
 def weighted_loss(family: str, logits: Array, batch: Mapping[str, Array],
                   label_smoothing: float = 0.0, z_loss: float = 0.0) -> tuple[Array, dict]:
-    """Mean loss over weighted tokens, and summed metrics (loss_sum, correct_sum, weight_sum)
-    that can be added across micro-batches and hosts before dividing."""
+    """Mean loss over weighted tokens, and the summed metrics of `weighted_sums`."""
     targets, weights = targets_and_weights(family, batch)
-    loss, correct = cross_entropy(logits, targets, label_smoothing, z_loss)
-    weight_sum = jnp.sum(weights)
-    loss_sum = jnp.sum(loss * weights)
-    metrics = {"loss_sum": loss_sum, "correct_sum": jnp.sum(correct * weights),
-               "weight_sum": weight_sum}
-    return loss_sum / jnp.maximum(weight_sum, 1.0), metrics
+    sums = weighted_sums(*token_loss(logits, targets, label_smoothing, z_loss), weights)
+    return _mean(sums), sums
 
 
 # ---------------------------------------------------------------------------------------------
 # Chunked (fused) cross-entropy: the output projection and the loss together, a sequence chunk at
 # a time, so the float32 [batch, length, vocab] logits never exist. Under differentiation the
 # forward pass also forms each chunk's gradients (d hidden, d matrix, d bias): no chunk's logits
-# are recomputed and none are kept for the backward pass.
+# are recomputed and none are kept for the backward pass. Under a mesh the chunk loop runs per
+# device on its own batch rows (shard_map over the batch axes), so the [vocab, d_model] gradient
+# is a local sum inside the loop and crosses devices once, after it.
 
 
 def _chunk_logits(h_NxD: Array, matrix: Array, bias: Array | None, vocab_axis: int) -> Array:
@@ -109,40 +124,25 @@ def _chunk_logits(h_NxD: Array, matrix: Array, bias: Array | None, vocab_axis: i
     return logits if bias is None else logits + bias.astype(jnp.float32)
 
 
-def _chunk_loss(logits: Array, targets: Array, weights: Array, label_smoothing: float,
-                z_loss: float) -> tuple[Array, Array, Array, Array]:
-    """(weighted loss sum, weighted correct sum, log Z) of one chunk's float32 logits."""
-    log_z = jax.nn.logsumexp(logits, axis=-1)
-    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    loss = log_z - target_logit
-    if label_smoothing:
-        loss = (1.0 - label_smoothing) * loss + label_smoothing * (
-            log_z - jnp.mean(logits, axis=-1))
-    if z_loss:
-        loss = loss + z_loss * jnp.square(log_z)
-    # "The target has the largest logit": a plain max reduction, which vectorises on CPU where
-    # argmax's two-operand reduction does not (the two differ only on exact ties).
-    correct = (target_logit >= jnp.max(logits, axis=-1)).astype(jnp.float32)
-    return jnp.sum(loss * weights), jnp.sum(correct * weights), log_z
-
-
 def _chunks(x: Array, chunk: int) -> Array:
-    """[B, L, ...] -> [L / chunk, B, chunk, ...]: each chunk keeps every batch row, so a batch
-    sharded over devices stays sharded inside every step of the scan."""
+    """[B, L, ...] -> [L / chunk, B * chunk, ...]: each chunk keeps every (local) batch row."""
     b, length = x.shape[:2]
-    return jnp.swapaxes(x.reshape(b, length // chunk, chunk, *x.shape[2:]), 0, 1)
+    x = jnp.swapaxes(x.reshape(b, length // chunk, chunk, *x.shape[2:]), 0, 1)
+    return x.reshape(length // chunk, b * chunk, *x.shape[3:])
 
 
-def _unchunk(x: Array) -> Array:
+def _unchunk(x: Array, batch: int) -> Array:
+    """Inverse of `_chunks` for a tensor of the hidden's shape."""
+    x = x.reshape(x.shape[0], batch, x.shape[1] // batch, *x.shape[2:])
     x = jnp.swapaxes(x, 0, 1)
-    return x.reshape(x.shape[0], x.shape[1] * x.shape[2], *x.shape[3:])
+    return x.reshape(batch, x.shape[1] * x.shape[2], *x.shape[3:])
 
 
 def default_chunk(batch: int, length: int, vocab: int, budget: int | None = None) -> int:
     """The largest divisor of `length` whose float32 logits chunk [batch, chunk, vocab] stays
-    within `budget` elements. Default: 2**23 (32 MiB) on CPU, where cache-sized tiles are fast;
-    2**28 (1 GiB) on accelerators, whose matmuls need thousands of rows per chunk to run at speed
-    and whose scan steps each cost a launch."""
+    within `budget` elements (`batch`: the rows one device holds). Default: 2**23 (32 MiB) on
+    CPU, where cache-sized tiles are fast; 2**28 (1 GiB) on accelerators, whose matmuls need
+    thousands of rows per chunk to run at speed and whose scan steps each cost a launch."""
     if budget is None:
         budget = 2 ** 23 if jax.default_backend() == "cpu" else 2 ** 28
     best = 1
@@ -152,38 +152,41 @@ def default_chunk(batch: int, length: int, vocab: int, budget: int | None = None
     return best
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
-def _fused_sums(hidden, matrix, bias, targets, weights, vocab_axis, label_smoothing, z_loss,
-                chunk):
+def _sums(hidden, matrix, bias, targets, weights, vocab_axis, label_smoothing, z_loss, chunk,
+          axes):
+    """(loss sum, correct sum) over chunks, without gradients."""
     def body(carry, xs):
-        h, t, w = (x.reshape(-1, *x.shape[2:]) for x in xs)
-        loss, correct, _ = _chunk_loss(_chunk_logits(h, matrix, bias, vocab_axis), t, w,
-                                       label_smoothing, z_loss)
-        return (carry[0] + loss, carry[1] + correct), None
+        h, t, w = xs
+        sums = weighted_sums(*token_loss(_chunk_logits(h, matrix, bias, vocab_axis), t,
+                                         label_smoothing, z_loss), w)
+        return (carry[0] + sums["loss_sum"], carry[1] + sums["correct_sum"]), None
 
-    zero = jnp.zeros((), jnp.float32)
-    (loss, correct), _ = jax.lax.scan(
-        body, (zero, zero), (_chunks(hidden, chunk), _chunks(targets, chunk),
-                             _chunks(weights, chunk)))
-    return loss, correct
+    xs = tuple(_chunks(x, chunk) for x in (hidden, targets, weights))
+    return jax.lax.scan(body, (_zeros((), axes), _zeros((), axes)), xs)[0]
+
+
+_fused_sums = jax.custom_vjp(_sums, nondiff_argnums=(5, 6, 7, 8, 9))
+
+
+def _zeros(shape: tuple[int, ...], axes: tuple[str, ...]) -> Array:
+    """float32 zeros varying over the manual mesh `axes` (under shard_map a scan carry keeps the
+    type of the values added to it)."""
+    zeros = jnp.zeros(shape, jnp.float32)
+    return jax.lax.pcast(zeros, axes, to="varying") if axes else zeros
 
 
 def _fused_fwd(hidden, matrix, bias, targets, weights, vocab_axis, label_smoothing, z_loss,
-               chunk):
-    vocab = matrix.shape[vocab_axis]
+               chunk, axes):
     m = matrix.astype(hidden.dtype)
 
     def body(carry, xs):
         loss_sum, correct_sum, d_matrix, d_bias = carry
-        shape = xs[0].shape
-        h, t, w = (x.reshape(-1, *x.shape[2:]) for x in xs)
+        h, t, w = xs
         logits = _chunk_logits(h, matrix, bias, vocab_axis)
-        loss, correct, log_z = _chunk_loss(logits, t, w, label_smoothing, z_loss)
-        # d loss / d logits = softmax * (1 + 2 z log Z) - (1 - s) onehot - s / V, times the weight.
-        probs = jnp.exp(logits - log_z[..., None]) * (1.0 + 2.0 * z_loss * log_z)[..., None]
-        onehot = jax.nn.one_hot(t, vocab, dtype=jnp.float32)
-        d_logits = (probs - (1.0 - label_smoothing) * onehot - label_smoothing / vocab)
-        d_logits = (d_logits * w[..., None]).astype(hidden.dtype)
+        # d loss_sum / d logits is token_loss's own vjp, seeded with the weights.
+        loss, vjp, correct = jax.vjp(lambda x: token_loss(x, t, label_smoothing, z_loss),
+                                     logits, has_aux=True)
+        d_logits = vjp(w)[0].astype(hidden.dtype)
         if vocab_axis == 0:
             d_h = jnp.einsum("nv,vd->nd", d_logits, m, preferred_element_type=jnp.float32)
             d_m = jnp.einsum("nv,nd->vd", d_logits, h, preferred_element_type=jnp.float32)
@@ -192,20 +195,20 @@ def _fused_fwd(hidden, matrix, bias, targets, weights, vocab_axis, label_smoothi
             d_m = jnp.einsum("nd,nv->dv", h, d_logits, preferred_element_type=jnp.float32)
         if bias is not None:
             d_bias = d_bias + jnp.sum(d_logits.astype(jnp.float32), axis=0)
-        carry = (loss_sum + loss, correct_sum + correct, d_matrix + d_m, d_bias)
-        return carry, d_h.astype(hidden.dtype).reshape(shape)
+        carry = (loss_sum + jnp.sum(loss * w), correct_sum + jnp.sum(correct * w),
+                 d_matrix + d_m, d_bias)
+        return carry, d_h.astype(hidden.dtype)
 
-    zero = jnp.zeros((), jnp.float32)
-    init = (zero, zero, jnp.zeros(matrix.shape, jnp.float32),
-            None if bias is None else jnp.zeros(bias.shape, jnp.float32))
-    (loss, correct, d_matrix, d_bias), d_hidden = jax.lax.scan(
-        body, init, (_chunks(hidden, chunk), _chunks(targets, chunk), _chunks(weights, chunk)))
-    grads = (_unchunk(d_hidden), d_matrix.astype(matrix.dtype),
+    init = (_zeros((), axes), _zeros((), axes), _zeros(matrix.shape, axes),
+            None if bias is None else _zeros(bias.shape, axes))
+    xs = tuple(_chunks(x, chunk) for x in (hidden, targets, weights))
+    (loss, correct, d_matrix, d_bias), d_hidden = jax.lax.scan(body, init, xs)
+    grads = (_unchunk(d_hidden, hidden.shape[0]), d_matrix.astype(matrix.dtype),
              None if bias is None else d_bias.astype(bias.dtype))
     return (loss, correct), (grads, targets, weights)
 
 
-def _fused_bwd(vocab_axis, label_smoothing, z_loss, chunk, residuals, cotangents):
+def _fused_bwd(vocab_axis, label_smoothing, z_loss, chunk, axes, residuals, cotangents):
     (d_hidden, d_matrix, d_bias), targets, weights = residuals
     g = cotangents[0]  # the correct count has no gradient
     scale = lambda x: None if x is None else (x * g).astype(x.dtype)
@@ -216,6 +219,20 @@ def _fused_bwd(vocab_axis, label_smoothing, z_loss, chunk, residuals, cotangents
 _fused_sums.defvjp(_fused_fwd, _fused_bwd)
 
 
+def _batch_axes(batch: int) -> tuple[str, ...]:
+    """The active mesh's axes that split the batch (the `activation_batch` rule), or () when
+    there is no mesh or they do not divide `batch`."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return ()
+    spec = nn.logical_to_mesh_axes(("activation_batch",))[0]
+    axes = tuple(a for a in ((spec,) if isinstance(spec, str) else spec or ())
+                 if a in mesh.shape and mesh.shape[a] > 1)
+    if not axes or batch % int(np.prod([mesh.shape[a] for a in axes])):
+        return ()
+    return axes
+
+
 def fused_weighted_loss(family: str, hidden_BxLxD: Array, matrix: Array, bias: Array | None,
                         batch: Mapping[str, Array], *, vocab_axis: int = 0,
                         label_smoothing: float = 0.0, z_loss: float = 0.0,
@@ -223,16 +240,30 @@ def fused_weighted_loss(family: str, hidden_BxLxD: Array, matrix: Array, bias: A
     """`weighted_loss` of the logits `hidden @ matrix (+ bias)` without materialising them.
 
     `matrix` is [vocab, d_model] (a tied embedding, vocab_axis=0) or [d_model, vocab]
-    (vocab_axis=1). `chunk` sequence positions (all batch rows) are projected at a time; the
-    default keeps each float32 logits chunk near 32 MiB.
+    (vocab_axis=1). `chunk` sequence positions of every local batch row are projected at a time;
+    the default (`default_chunk`) sizes the float32 logits tile from the rows one device holds.
     """
     targets, weights = targets_and_weights(family, batch)
-    b, length = targets.shape
-    chunk = chunk or default_chunk(b, length, matrix.shape[vocab_axis])
-    if length % chunk:
-        raise ValueError(f"The loss chunk {chunk} must divide the sequence length {length}.")
-    loss_sum, correct_sum = _fused_sums(hidden_BxLxD, matrix, bias, targets, weights,
-                                        vocab_axis, float(label_smoothing), float(z_loss), chunk)
-    weight_sum = jnp.sum(weights)
-    metrics = {"loss_sum": loss_sum, "correct_sum": correct_sum, "weight_sum": weight_sum}
-    return loss_sum / jnp.maximum(weight_sum, 1.0), metrics
+    axes = _batch_axes(targets.shape[0])
+    with_bias = bias is not None
+
+    def local(h, t, w, m, *b):
+        if axes:  # varying over the batch axes from here: its gradient is summed once, outside
+            m, b = jax.lax.pcast(m, axes, to="varying"), [jax.lax.pcast(x, axes, to="varying")
+                                                          for x in b]
+        length = t.shape[1]
+        c = chunk or default_chunk(t.shape[0], length, m.shape[vocab_axis])
+        if length % c:
+            raise ValueError(f"The loss chunk {c} must divide the sequence length {length}.")
+        sums = _fused_sums(h, m, b[0] if with_bias else None, t, w, vocab_axis,
+                           float(label_smoothing), float(z_loss), c, axes)
+        return jax.lax.psum(sums, axes) if axes else sums
+
+    if axes:
+        rows = PartitionSpec(axes)
+        local = jax.shard_map(local, in_specs=(rows, rows, rows) + (PartitionSpec(),) * (
+            1 + with_bias), out_specs=PartitionSpec(), axis_names=set(axes))
+    loss_sum, correct_sum = local(hidden_BxLxD, targets, weights, matrix,
+                                  *((bias,) if with_bias else ()))
+    sums = {"loss_sum": loss_sum, "correct_sum": correct_sum, "weight_sum": jnp.sum(weights)}
+    return _mean(sums), sums

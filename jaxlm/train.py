@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax
@@ -70,7 +70,8 @@ def loss_sums(model: nn.Module, params: Any, batch: Batch, *, deterministic: boo
               fused_loss: bool = True) -> dict[str, Array]:
     """Summed loss, correct and weight of one batch. `fused_loss` projects to the vocabulary
     inside the chunked loss (losses.fused_weighted_loss), so the float32 [batch, length, vocab]
-    logits never exist; otherwise the model returns the logits and the loss reads them."""
+    logits never exist; otherwise the output head's logits are formed and the loss reads them.
+    A batch with next-sentence labels, on a model with a classifier head, adds NSP_SUMS."""
     hidden = model.apply({"params": params}, batch, deterministic=deterministic, rngs=rngs,
                          return_hidden=True)
     if not fused_loss:
@@ -81,33 +82,41 @@ def loss_sums(model: nn.Module, params: Any, batch: Batch, *, deterministic: boo
         _, sums = fused_weighted_loss(model.cfg.family, features, matrix, bias, batch,
                                       vocab_axis=0 if model.cfg.tie_embeddings else 1,
                                       label_smoothing=label_smoothing, z_loss=z_loss)
-    if uses_nsp(model, batch):
+    if model.cfg.classifier_classes and NSP_FEATURES[0] in batch:
         sums.update(nsp_sums(model.apply({"params": params}, hidden, method=classifier_logits),
                              batch))
     return sums
 
 
-def uses_nsp(model: nn.Module, batch: Batch) -> bool:
-    """Whether the batch carries next-sentence labels and the model a head to predict them."""
-    return bool(model.cfg.classifier_classes) and NSP_FEATURES[0] in batch
+# (params, batch, dropout key | None) -> {loss_sum, correct_sum, weight_sum}; None: deterministic.
+LossFn = Callable[[Any, Batch, Array | None], dict[str, Array]]
 
 
-def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
+def lm_loss(model: nn.Module, *, label_smoothing: float = 0.0, z_loss: float = 0.0,
+            fused_loss: bool = True) -> LossFn:
+    """The language-model loss of `model` (`loss_sums`) as a LossFn for the shared step."""
+    def loss_fn(params: Any, batch: Batch, key: Array | None = None) -> dict[str, Array]:
+        return loss_sums(model, params, batch, deterministic=key is None,
+                         rngs=None if key is None else {"dropout": key},
+                         label_smoothing=label_smoothing, z_loss=z_loss, fused_loss=fused_loss)
+    return loss_fn
+
+
+def train_step(state: TrainState, batch: Batch, *, loss_fn: LossFn,
                optimizer: optax.GradientTransformation, optim_cfg: OptimConfig,
-               micro_batches: int = 1, label_smoothing: float = 0.0,
-               z_loss: float = 0.0, fused_loss: bool = True) -> tuple[TrainState, dict[str, Array]]:
-    """One optimizer update. Gradients of the summed token losses are added over micro-batches
-    and divided by the total loss weight, which is exactly the large batch's mean-loss gradient."""
+               micro_batches: int = 1) -> tuple[TrainState, dict[str, Array]]:
+    """One optimizer update. Gradients of the summed losses are added over micro-batches and
+    divided by the total loss weight, which is exactly the large batch's mean-loss gradient."""
     step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    nsp = uses_nsp(model, batch)
-    # The NSP term is a mean over examples: scaled by the whole batch's weights (see losses).
-    nsp_scale = nsp_loss_scale(model.cfg.family, batch) if nsp else None
+    # A next-sentence term is a mean over examples: its factor comes from the whole batch, so
+    # that micro-batches add up to the same gradient (see losses.nsp_loss_scale).
+    nsp_scale = nsp_loss_scale(batch) if NSP_FEATURES[1] in batch else None
 
     def loss_sum(params: Any, micro: Batch, key: Array) -> tuple[Array, dict]:
-        sums = loss_sums(model, params, micro, deterministic=False, rngs={"dropout": key},
-                         label_smoothing=label_smoothing, z_loss=z_loss, fused_loss=fused_loss)
-        total = sums["loss_sum"] + (sums["nsp_loss_sum"] * nsp_scale if nsp else 0.0)
-        return total, sums
+        sums = loss_fn(params, micro, key)
+        if nsp_scale is not None and NSP_SUMS[0] in sums:
+            return sums["loss_sum"] + sums[NSP_SUMS[0]] * nsp_scale, sums
+        return sums["loss_sum"], sums
 
     grad_fn = jax.grad(loss_sum, has_aux=True)
     if micro_batches == 1:
@@ -118,11 +127,14 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
             grads, sums = grad_fn(state.params, micro, jax.random.fold_in(step_key, index))
             return jax.tree.map(jnp.add, carry, (grads, sums)), None
 
-        keys = ("loss_sum", "correct_sum", "weight_sum") + (NSP_SUMS if nsp else ())
-        zeros = jax.tree.map(jnp.zeros_like, (state.params, {k: jnp.zeros(()) for k in keys}))
+        micros = _split_micro_batches(batch, micro_batches)
+        # The sums this loss returns (NSP adds some), each a zero to accumulate into.
+        sums_shape = jax.eval_shape(loss_fn, state.params,
+                                    jax.tree.map(lambda x: x[0], micros), step_key)
+        zeros = (jax.tree.map(jnp.zeros_like, state.params),
+                 jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sums_shape))
         (grads, sums), _ = jax.lax.scan(
-            accumulate, zeros, (_split_micro_batches(batch, micro_batches),
-                                jnp.arange(micro_batches)))
+            accumulate, zeros, (micros, jnp.arange(micro_batches)))
     weight = jnp.maximum(sums["weight_sum"], 1.0)
     grads = jax.tree.map(lambda g: g / weight, grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -130,7 +142,7 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
     metrics = {"loss": sums["loss_sum"] / weight, "accuracy": sums["correct_sum"] / weight,
                "tokens": sums["weight_sum"], "grad_norm": optax.global_norm(grads),
                "learning_rate": learning_rate_schedule(optim_cfg)(state.step)}
-    if nsp:
+    if NSP_SUMS[0] in sums:  # next-sentence prediction, logged apart, per example
         nsp_weight = jnp.maximum(sums["nsp_weight_sum"], 1.0)
         metrics.update(nsp_loss=sums["nsp_loss_sum"] / nsp_weight,
                        nsp_accuracy=sums["nsp_correct_sum"] / nsp_weight)
@@ -141,23 +153,44 @@ def train_step(state: TrainState, batch: Batch, *, model: nn.Module,
 def eval_step(params: Any, batch: Batch, *, model: nn.Module,
               fused_loss: bool = True) -> dict[str, Array]:
     """Summed loss, correct and weight over one batch (add over batches, then divide)."""
-    return loss_sums(model, params, batch, fused_loss=fused_loss)
+    return lm_loss(model, fused_loss=fused_loss)(params, batch)
+
+
+def batch_rows_sharding(mesh: Mesh) -> NamedSharding:
+    """Every batch feature split along its first (batch) axis over the data-parallel axes, so
+    features of any rank ([B, L] tokens, [B] labels) share one sharding."""
+    return NamedSharding(mesh, PartitionSpec(sharding.batch_sharding(mesh).spec[0]))
+
+
+def _with_rules(fn: Callable, rules: sharding.Rules) -> Callable:
+    """`fn` traced under `rules`, whatever rules the caller has in scope."""
+    def traced(*args: Any) -> Any:
+        with nn.logical_axis_rules(rules):
+            return fn(*args)
+    return traced
 
 
 def jit_train_step(model: nn.Module, optim_cfg: OptimConfig, state_shardings: Any, mesh: Mesh,
                    micro_batches: int = 1, label_smoothing: float = 0.0, z_loss: float = 0.0,
-                   fused_loss: bool = True, rules: sharding.Rules = sharding.DEFAULT_RULES):
+                   fused_loss: bool = True, rules: sharding.Rules = sharding.DEFAULT_RULES, *,
+                   loss_fn: LossFn | None = None) -> Callable:
     """train_step jitted with explicit in/out shardings and the state donated; the model's
-    logical constraints resolve with `rules`."""
-    step = functools.partial(train_step, model=model, optimizer=make_optimizer(optim_cfg),
-                             optim_cfg=optim_cfg, micro_batches=micro_batches,
-                             label_smoothing=label_smoothing, z_loss=z_loss,
-                             fused_loss=fused_loss)
-
-    def step_with_rules(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, Array]]:
-        with nn.logical_axis_rules(rules):  # traced here, whatever rules the caller has in scope
-            return step(state, batch)
-
+    logical constraints resolve with `rules`. The loss is `model`'s LM loss (`lm_loss`) unless
+    `loss_fn` is given (e.g. a classifier's)."""
+    loss_fn = loss_fn or lm_loss(model, label_smoothing=label_smoothing, z_loss=z_loss,
+                                 fused_loss=fused_loss)
+    step = functools.partial(train_step, loss_fn=loss_fn, optimizer=make_optimizer(optim_cfg),
+                             optim_cfg=optim_cfg, micro_batches=micro_batches)
     replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.jit(step_with_rules, in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+    return jax.jit(_with_rules(step, rules),
+                   in_shardings=(state_shardings, batch_rows_sharding(mesh)),
                    out_shardings=(state_shardings, replicated), donate_argnums=0)
+
+
+def jit_eval_step(loss_fn: LossFn, param_shardings: Any, mesh: Mesh,
+                  rules: sharding.Rules = sharding.DEFAULT_RULES) -> Callable:
+    """`loss_fn` without dropout, jitted over the mesh (under `rules`): summed loss, correct
+    and weight, replicated (add them over batches, then divide)."""
+    return jax.jit(_with_rules(lambda params, batch: loss_fn(params, batch, None), rules),
+                   in_shardings=(param_shardings, batch_rows_sharding(mesh)),
+                   out_shardings=NamedSharding(mesh, PartitionSpec()))

@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxlm import checkpoint as checkpoint_lib
 from jaxlm import config as config_lib
@@ -35,7 +34,7 @@ from jaxlm import sharding
 from jaxlm.data.pipeline import Pipeline, to_global_arrays
 from jaxlm.models import build_model, param_count
 from jaxlm.optim import make_optimizer
-from jaxlm.train import create_train_state, eval_step, jit_train_step
+from jaxlm.train import create_train_state, jit_eval_step, jit_train_step, lm_loss
 
 log = logging.getLogger(__name__)
 
@@ -143,13 +142,6 @@ def _check_finite(step: int, metrics: dict[str, float]) -> None:
             f"step {step}: {' and '.join(f'{k}={metrics[k]}' for k in bad)}; stopping. The last "
             "checkpoint before it is intact: lower optim.learning_rate, raise "
             "optim.warmup_steps or set optim.grad_clip_norm, then rerun from it.")
-
-
-def jit_eval_step(model: Any, param_shardings: Any, mesh: Any) -> Any:
-    """eval_step jitted over the mesh: summed loss, correct and weight, replicated."""
-    return jax.jit(lambda p, b: eval_step(p, b, model=model),
-                   in_shardings=(param_shardings, sharding.batch_sharding(mesh)),
-                   out_shardings=NamedSharding(mesh, PartitionSpec()))
 
 
 def evaluate(ctx: _Context, fn: Any, params: Any) -> dict[str, float]:
@@ -296,7 +288,7 @@ def _loop(ctx: _Context, state: Any, state_shardings: Any, iterator: Any,
                              label_smoothing=run.train.label_smoothing, z_loss=run.train.z_loss,
                              rules=run.rules)
     peak = metrics_lib.mesh_peak_flops(ctx.mesh.devices, run.train.peak_flops)  # None: unknown
-    eval_fn = jit_eval_step(ctx.model, state_shardings.params, ctx.mesh)
+    eval_fn = jit_eval_step(lm_loss(ctx.model), state_shardings.params, ctx.mesh, run.rules)
     watcher = _PreemptionSignal()
     pending: tuple[int, Any] | None = None
     timer = {"time": None, "step": start_step}

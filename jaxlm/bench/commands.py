@@ -15,6 +15,7 @@ from typing import Any
 from jaxlm import cli
 from jaxlm.config import NATURAL_FAMILY, ConfigError, get_config
 from jaxlm.conventions import FAMILIES
+from jaxlm.models.config import ATTENTION_IMPLS, REMAT_POLICIES
 
 DEFAULT_LOOP_CONFIG = f"{Path(__file__).resolve().parents[2] / 'experiments/configs/clm.py'}:tiny"
 # mode -> (module in jaxlm.bench, function)
@@ -49,11 +50,11 @@ def _step_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--batch_size", type=int, default=8)
     t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     t.add_argument("--remat", default=None,
-                   choices=["none", "full", "dots", "dots_with_no_batch_dims"],
+                   choices=REMAT_POLICIES,
                    help="default: the model's (dots_with_no_batch_dims)")
     t.add_argument("--scan", action=argparse.BooleanOptionalAction, default=True,
                    help="scan over layers (--no-scan unrolls)")
-    t.add_argument("--attention", default="auto", choices=["auto", "xla", "dot_product"])
+    t.add_argument("--attention", default="auto", choices=ATTENTION_IMPLS)
     t.add_argument("--compare-hf", action="store_true", help="time transformers' Flax model")
 
 

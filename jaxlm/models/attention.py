@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlm.models.config import ModelConfig
+from jaxlm.models.kernels import splash_attention, splash_unsupported
 from jaxlm.models.layers import DenseGeneral, constrain
 from jaxlm.models.positions import apply_rotary
 
@@ -56,6 +57,19 @@ def self_attention_mask(valid_BxL: Array, segment_ids_BxL: Array | None, causal:
     return mask
 
 
+def kernel_segment_ids(valid_BxL: Array, segment_ids_BxL: Array | None) -> Array:
+    """[B, L] int32: a self-attention mask's padding and packing as segment ids.
+
+    Real tokens keep their packed segment id (1 when unpacked), padding gets 0. The kernel lets a
+    query see a key only with the same id, so real tokens never see padding or another segment;
+    padding queries see the other padding keys (their outputs are never used), which keeps every
+    row of the mask non-empty, as the kernel requires.
+    """
+    ids = jnp.ones(valid_BxL.shape, jnp.int32) if segment_ids_BxL is None \
+        else segment_ids_BxL.astype(jnp.int32)
+    return jnp.where(valid_BxL, ids, 0)
+
+
 def cross_attention_mask(query_valid_BxQ: Array, key_valid_BxK: Array,
                          query_segments_BxQ: Array | None,
                          key_segments_BxK: Array | None) -> Array:
@@ -66,37 +80,62 @@ def cross_attention_mask(query_valid_BxQ: Array, key_valid_BxK: Array,
     return mask
 
 
+def platform() -> str:
+    """The default backend's platform (cpu, gpu, tpu): what `auto` selects a kernel for."""
+    return jax.default_backend()
+
+
 def cudnn_eligible(q_BxQxNxD: Array, bias: Array | None) -> bool:
     """Whether cuDNN's fused attention applies: a GPU, 16-bit inputs, a head size it supports,
     and no learned bias (T5's relative bias wants its gradient, which the fused kernel's
     broadcast bias does not give for every shape)."""
-    return (jax.default_backend() == "gpu" and bias is None
+    return (platform() == "gpu" and bias is None
             and q_BxQxNxD.dtype in (jnp.bfloat16, jnp.float16)
             and q_BxQxNxD.shape[-1] % 8 == 0 and q_BxQxNxD.shape[-1] <= 128)
 
 
-def resolve_impl(impl: str, q_BxQxNxD: Array, bias: Array | None, dropout: bool) -> str:
-    """`auto` -> `dot_product` where cuDNN's kernel applies (and no attention dropout), else
-    `xla`: on CPU and TPU the einsum is what jax.nn.dot_product_attention would run anyway."""
+def resolve_impl(impl: str, q_BxQxNxD: Array, bias: Array | None, dropout: bool,
+                 k_BxKxGxD: Array | None = None, segment_ids_BxL: Array | None = None) -> str:
+    """The kernel that runs. `auto` -> `splash` on TPU where splash applies (splash_unsupported),
+    `dot_product` where cuDNN's kernel applies (and no attention dropout), else `xla`: on CPU
+    the einsum is what jax.nn.dot_product_attention would run anyway. An explicit `splash` that
+    cannot run is an error, not a silent fallback."""
+    k_BxKxGxD = q_BxQxNxD if k_BxKxGxD is None else k_BxKxGxD
+    if impl == "splash":
+        reason = splash_unsupported(q_BxQxNxD, k_BxKxGxD, bias, dropout, segment_ids_BxL)
+        if reason is not None:
+            raise ValueError(f"model.attention_impl='splash' cannot run this attention: {reason}. "
+                             "Use model.attention_impl='auto', which falls back to the einsum "
+                             "kernel there.")
+        return impl
     if impl != "auto":
         return impl
+    if platform() == "tpu" and splash_unsupported(q_BxQxNxD, k_BxKxGxD, bias, dropout,
+                                                  segment_ids_BxL) is None:
+        return "splash"
     return "dot_product" if cudnn_eligible(q_BxQxNxD, bias) and not dropout else "xla"
 
 
 def attention_kernel(q_BxQxNxD: Array, k_BxKxGxD: Array, v_BxKxGxD: Array, mask: Array | None,
                      bias: Array | None, scale: float, impl: str, dropout_rate: float = 0.0,
-                     dropout_rng: Array | None = None, causal: bool = False) -> Array:
+                     dropout_rng: Array | None = None, causal: bool = False,
+                     segment_ids_BxL: Array | None = None) -> Array:
     """softmax(q k^T * scale + bias, masked) v with grouped-query heads (N query heads, G kv heads).
 
     `xla` is an explicit einsum; `dot_product` is jax.nn.dot_product_attention, with cuDNN's fused
-    kernel on GPUs in 16-bit; `auto` picks between them (resolve_impl). `causal` says that `mask`
-    already contains the causal mask, which lets cuDNN skip the blocks above the diagonal and the
-    einsum skip the quarter of the scores that no query can see. Attention dropout needs the
-    explicit probabilities, so it uses `xla`.
+    kernel on GPUs in 16-bit; `splash` is the TPU splash kernel (kernels.py); `auto` picks
+    (resolve_impl). `causal` says that `mask` already contains the causal mask, which lets cuDNN
+    and splash skip the blocks above the diagonal and the einsum skip the quarter of the scores
+    that no query can see. `segment_ids_BxL` (kernel_segment_ids), given only for
+    self-attention whose mask is padding + packing (+ causal), is that same mask in the form
+    splash takes; without it splash does not apply. Attention dropout needs the explicit
+    probabilities, so it uses `xla`.
     """
     batch, q_len = q_BxQxNxD.shape[:2]
     dropout = dropout_rate > 0.0 and dropout_rng is not None
-    impl = resolve_impl(impl, q_BxQxNxD, bias, dropout)
+    impl = resolve_impl(impl, q_BxQxNxD, bias, dropout, k_BxKxGxD, segment_ids_BxL)
+    if impl == "splash":
+        return splash_attention(q_BxQxNxD, k_BxKxGxD, v_BxKxGxD, segment_ids_BxL, scale, causal)
     if impl == "dot_product" and not dropout:
         if mask is not None:
             mask = jnp.broadcast_to(mask, (batch, 1, q_len, k_BxKxGxD.shape[1]))
@@ -185,7 +224,11 @@ class MultiHeadAttention(nn.Module):
     def __call__(self, inputs_q: Array, inputs_kv: Array | None, mask: Array | None,
                  bias: Array | None = None, query_positions: Array | None = None,
                  key_positions: Array | None = None, *, deterministic: bool = True,
-                 decode: bool = False, decode_index: Array | None = None) -> Array:
+                 decode: bool = False, decode_index: Array | None = None,
+                 segment_ids: Array | None = None) -> Array:
+        """`segment_ids` [B, L]: self-attention's mask as kernel_segment_ids, for splash;
+        None where the mask is anything else (prefix-LM, cross-attention, decoding). Splash
+        never runs for cross-attention or decoding, even when configured."""
         cfg = self.cfg
         n, g, d = cfg.num_heads, cfg.kv_heads, cfg.head_size
         # T5 has no 1/sqrt(d) in the logits: it scales the query's init instead.
@@ -210,10 +253,16 @@ class MultiHeadAttention(nn.Module):
         dropout_rng = None
         if not deterministic and cfg.attention_dropout_rate > 0.0:
             dropout_rng = self.make_rng("dropout")
+        impl = cfg.attention_impl
+        if impl == "splash" and (self.is_cross or decode):
+            # Splash covers self-attention over whole sequences; a model trained with it still
+            # cross-attends and decodes from its cache, with `auto`'s choice among the others.
+            impl = "auto"
         out = attention_kernel(query, key, value, mask, bias,
                                scale=d ** -0.5 if cfg.attention_logit_scale else 1.0,
-                               impl=cfg.attention_impl, dropout_rate=cfg.attention_dropout_rate,
-                               dropout_rng=dropout_rng, causal=self.causal and not decode)
+                               impl=impl, dropout_rate=cfg.attention_dropout_rate,
+                               dropout_rng=dropout_rng, causal=self.causal and not decode,
+                               segment_ids_BxL=None if decode else segment_ids)
         out = constrain(out, ("activation_batch", "activation_length", "activation_heads",
                               "activation_kv"))
         return DenseGeneral((cfg.d_model,), ("heads", "kv", "embed"), cfg, num_in=2,

@@ -16,7 +16,7 @@ NORM_POSITIONS = ("pre", "post")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
 # Gated variants are spelled as their common names; they set `mlp_gated` with the base activation.
 GATED_ALIASES = {"swiglu": "silu", "geglu": "gelu", "geglu_tanh": "gelu_tanh"}
-ATTENTION_IMPLS = ("auto", "xla", "dot_product")
+ATTENTION_IMPLS = ("auto", "xla", "dot_product", "splash")
 REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
 INITS = ("normal", "fan_in")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -50,8 +50,9 @@ class ModelConfig:
     mlp_gated: bool = False
     use_bias: bool = False  # biases of the dense layers
     attention_logit_scale: bool = True  # False: T5 folds 1/sqrt(head_dim) into the query init
-    # auto: cuDNN's fused kernel (jax.nn.dot_product_attention) on GPUs in 16-bit, else xla (einsum)
-    attention_impl: str = "auto"  # auto | xla | dot_product
+    # auto: splash on TPU where it applies, cuDNN (jax.nn.dot_product_attention) on GPUs in 16-bit,
+    # else xla (einsum)
+    attention_impl: str = "auto"  # auto | xla | dot_product | splash
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
     tie_embeddings: bool = True

@@ -41,7 +41,7 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x: Array, mask: Array, bias: Array | None, positions: Array,
                  encoded: Array | None, cross_mask: Array | None,
-                 decode_index: Array | None) -> tuple[Array, None]:
+                 decode_index: Array | None, segment_ids: Array | None) -> tuple[Array, None]:
         cfg = self.cfg
 
         def residual(name: str, fn, x: Array) -> Array:
@@ -53,7 +53,8 @@ class Block(nn.Module):
         kw = dict(deterministic=self.deterministic, decode=self.decode, decode_index=decode_index)
         x = residual("self_attention", lambda h: attn.MultiHeadAttention(
             cfg, causal=self.causal, name="self_attention")(h, None, mask, bias, positions,
-                                                             positions, **kw), x)
+                                                             positions, segment_ids=segment_ids,
+                                                             **kw), x)
         if self.has_cross:
             x = residual("cross_attention", lambda h: attn.MultiHeadAttention(
                 cfg, is_cross=True, name="cross_attention")(h, encoded, cross_mask, **kw), x)
@@ -78,7 +79,7 @@ class Stack(nn.Module):
                  decode: bool = False) -> Array:
         cfg = self.cfg
         batch, length = tokens.shape
-        decode_index = None
+        decode_index = kernel_segments = None
         if decode:
             mask, positions, decode_index, q_pos, k_pos = self._decode_state(batch, length,
                                                                              positions)
@@ -86,6 +87,8 @@ class Stack(nn.Module):
             if positions is None:
                 positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
             mask = attn.self_attention_mask(valid, segment_ids, self.causal, causal_attention)
+            if causal_attention is None:  # the mask as segment ids, for the splash kernel
+                kernel_segments = attn.kernel_segment_ids(valid, segment_ids)
             q_pos = k_pos = jnp.arange(length)
         self._check_length(k_pos.shape[0])
 
@@ -112,7 +115,7 @@ class Stack(nn.Module):
         if cfg.remat_policy != "none" and not decode:  # decoding has no backward pass
             block = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat_policy],
                              prevent_cse=not cfg.scan_layers)
-        args = (mask, bias, positions, encoded, cross_mask, decode_index)
+        args = (mask, bias, positions, encoded, cross_mask, decode_index, kernel_segments)
         block_kw = dict(cfg=cfg, has_cross=self.has_cross, deterministic=deterministic,
                         decode=decode, causal=self.causal and causal_attention is None)
         if cfg.scan_layers:

@@ -159,6 +159,28 @@ def test_remat_changes_nothing_numerically(policy):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("policy", ["full", "dots_with_no_batch_dims"])
+def test_remat_with_dropout_gives_the_same_gradients_for_a_fixed_key(policy):
+    cfg = tiny("decoder", scan_layers=True, remat_policy="none", dropout_rate=0.2,
+               attention_dropout_rate=0.2)
+    batch = random_batch(cfg, 2, 8)
+    model, params = make(cfg, batch)
+    remat_model, _ = make(cfg.replace(remat_policy=policy), batch)
+
+    def loss(m, key):
+        return lambda p: jnp.mean(m.apply({"params": p}, batch, deterministic=False,
+                                          rngs={"dropout": key}) ** 2)
+
+    ref_loss, ref_grads = jax.value_and_grad(loss(model, jax.random.key(3)))(params)
+    out_loss, out_grads = jax.value_and_grad(loss(remat_model, jax.random.key(3)))(params)
+    np.testing.assert_allclose(out_loss, ref_loss, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(out_grads), jax.tree.leaves(ref_grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    # The masks are in play: another key gives another loss.
+    other = loss(remat_model, jax.random.key(4))(params)
+    assert abs(float(other) - float(ref_loss)) > 1e-4 * abs(float(ref_loss))
+
+
 @pytest.mark.parametrize("family", ["decoder", "encoder_decoder"])
 def test_dot_product_attention_matches_xla_in_the_model(family):
     cfg = tiny(family, position="relative" if family == "encoder_decoder" else "rotary",
@@ -179,7 +201,10 @@ def test_dropout_is_active_only_when_not_deterministic():
     b = model.apply({"params": params}, batch, deterministic=False,
                     rngs={"dropout": jax.random.key(2)})
     assert np.abs(np.asarray(a) - np.asarray(b)).max() > 1e-4
-    np.testing.assert_array_equal(logits(model, params, batch), logits(model, params, batch))
+    # Deterministic: the same function as a model built without dropout, whatever key is given.
+    plain, _ = make(cfg.replace(dropout_rate=0.0, attention_dropout_rate=0.0), batch)
+    np.testing.assert_allclose(logits(model, params, batch, rngs={"dropout": jax.random.key(1)}),
+                               logits(plain, params, batch), atol=1e-6)
 
 
 def test_bfloat16_compute_keeps_float32_params_and_logits():
