@@ -17,6 +17,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxlm.prefetch import BackgroundWriter
+
 # Dense bf16 peak FLOP/s per chip, from the vendors' spec sheets, matched on device_kind.
 PEAK_FLOPS = {
     "TPU v4": 275e12,
@@ -89,12 +91,14 @@ def mfu(flops_per_step: float, seconds_per_step: float, num_devices: int,
 
 class MetricsWriter:
     """Appends one JSON object per logged step to metrics.jsonl and mirrors scalars to
-    TensorBoard; a no-op on every process but 0."""
+    TensorBoard, on a background thread (the loop never waits for a file); a no-op on every
+    process but 0. `close()` writes what is queued."""
 
     def __init__(self, workdir: str, enabled: bool | None = None) -> None:
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         self._jsonl = None
         self._tensorboard = None
+        self._background = None
         if self.enabled:
             os.makedirs(workdir, exist_ok=True)
             self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
@@ -102,26 +106,32 @@ class MetricsWriter:
             self._tf = import_tf()
             self._tensorboard = {split: self._tf.summary.create_file_writer(
                 os.path.join(workdir, split)) for split in ("train", "eval")}
+            self._background = BackgroundWriter(self._write, "jaxlm-metrics")
 
     def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
-        if not self.enabled:
-            return
-        record = {"step": int(step), "split": split}
-        record.update({k: _plain(v) for k, v in metrics.items()})
+        if self.enabled:
+            record = {"step": int(step), "split": split}
+            record.update({k: _plain(v) for k, v in metrics.items()})
+            self._background.submit(record)
+
+    def _write(self, record: dict[str, Any]) -> None:
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
-        writer = self._tensorboard[split]
+        writer = self._tensorboard[record["split"]]
         with writer.as_default():
             for key, value in record.items():
                 if key not in ("step", "split") and isinstance(value, (int, float)):
-                    self._tf.summary.scalar(key, value, step=int(step))
+                    self._tf.summary.scalar(key, value, step=record["step"])
         writer.flush()
 
     def close(self) -> None:
         if self.enabled:
-            self._jsonl.close()
-            for writer in self._tensorboard.values():
-                writer.close()
+            try:
+                self._background.close()
+            finally:
+                self._jsonl.close()
+                for writer in self._tensorboard.values():
+                    writer.close()
 
 
 def _plain(value: Any) -> Any:

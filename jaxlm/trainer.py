@@ -34,6 +34,7 @@ from jaxlm import sharding
 from jaxlm.data.pipeline import Pipeline, to_global_arrays
 from jaxlm.models import build_model, param_count
 from jaxlm.optim import make_optimizer
+from jaxlm.prefetch import Prefetcher
 from jaxlm.train import create_train_state, jit_eval_step, jit_train_step, lm_loss
 
 log = logging.getLogger(__name__)
@@ -295,12 +296,14 @@ def _loop(ctx: _Context, state: Any, state_shardings: Any, iterator: Any,
     compile_seconds = None
 
     def handle(step: int, device_metrics: Any) -> None:
-        """Reads one step's metrics: stops on non-finite values, logs on log steps."""
+        """Reads one step's metrics, logs them and stops on non-finite values. Only log,
+        checkpoint and evaluation steps are read: a NaN between two log steps reaches the
+        parameters and shows in the next read loss, before anything is saved."""
         nonlocal compile_seconds
         metrics = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
         finite = all(np.isfinite(metrics[k]) for k in ("loss", "grad_norm"))
         if finite and step % log_every and step != steps:
-            return
+            return  # read before a save or an evaluation: only its finiteness matters
         now = time.perf_counter()
         if timer["time"] is not None and step > timer["step"]:
             seconds = (now - timer["time"]) / (step - timer["step"])
@@ -317,11 +320,14 @@ def _loop(ctx: _Context, state: Any, state_shardings: Any, iterator: Any,
         _check_finite(step, metrics)  # after logging it: the record shows what went wrong
 
     def save(step: int, force: bool = False) -> None:
-        data_states = _gather_data_states(iterator.get_state())
-        checkpointer.save(step, state, data_states, run.model, force=force)
+        # The position after the last batch a step consumed (the prefetcher reads ahead).
+        checkpointer.save(step, state, _gather_data_states(data_state), run.model, force=force)
 
+    # Batches are read, packed and placed on the devices by a thread, two steps ahead.
+    batches = Prefetcher(iterator, lambda local: to_global_arrays(
+        _local_rows(local, ctx.rows), ctx.mesh), depth=2)
     with sharding.activate(ctx.mesh, ctx.run.rules):
-        batch = to_global_arrays(_local_rows(next(iterator), ctx.rows), ctx.mesh)
+        batch, data_state = next(batches)
         compile_start = time.perf_counter()
         compiled = step_fn.lower(state, batch).compile()
         compile_seconds = time.perf_counter() - compile_start
@@ -333,17 +339,20 @@ def _loop(ctx: _Context, state: Any, state_shardings: Any, iterator: Any,
             with jax.transfer_guard(transfer_guard):
                 while step < steps:
                     if step > start_step:
-                        batch = to_global_arrays(_local_rows(next(iterator), ctx.rows), ctx.mesh)
+                        batch, data_state = next(batches)
                     state, device_metrics = compiled(state, batch)
                     step += 1
+                    # Step n-1's metrics are read after step n is dispatched, and only on log
+                    # steps: between them the host never waits for the device.
                     if pending is not None:
                         handle(*pending)
-                    pending = (step, device_metrics)
+                        pending = None
                     evaluate_now = bool(run.train.eval_every) and step % run.train.eval_every == 0
                     save_now = step % run.checkpoint.every_steps == 0 or step == steps
                     if save_now or evaluate_now or step == steps:
-                        handle(*pending)  # a state is saved or evaluated only once known finite
-                        pending = None
+                        handle(step, device_metrics)  # saved or evaluated only once finite
+                    elif step % log_every == 0:
+                        pending = (step, device_metrics)
                     if save_now:
                         save(step)
                     if evaluate_now or step == steps:
@@ -355,6 +364,7 @@ def _loop(ctx: _Context, state: Any, state_shardings: Any, iterator: Any,
                         if pending is not None:
                             handle(*pending)
                             pending = None
+                        handle(step, device_metrics)
                         save(step, force=True)
                         checkpointer.wait()
                         say(f"{watcher.signal_name}: saved step {step} to "
@@ -363,6 +373,7 @@ def _loop(ctx: _Context, state: Any, state_shardings: Any, iterator: Any,
                         break
         finally:
             watcher.close()
+            batches.close()
     summary.final_step = step
     summary.wall_seconds = time.perf_counter() - wall_start
     return summary

@@ -136,6 +136,24 @@ def test_the_loop_makes_no_implicit_transfers(corpus_dir, tmp_path):
     assert summary.final_step == 4
 
 
+def test_the_host_reads_metrics_only_on_log_save_and_eval_steps(corpus_dir, tmp_path,
+                                                                 monkeypatch):
+    reads = []
+    real_device_get = jax.device_get
+
+    def counting_device_get(tree):
+        if isinstance(tree, dict) and "grad_norm" in tree:  # a train step's metrics
+            reads.append(tree)
+        return real_device_get(tree)
+
+    monkeypatch.setattr(trainer.jax, "device_get", counting_device_get)
+    config = tiny_config(corpus_dir, **{"train.steps": 9, "train.log_every": 3,
+                                        "checkpoint.every_steps": 100})
+    trainer.train(config, str(tmp_path / "async"), say=quiet)
+    assert len(reads) == 3  # steps 3, 6 and 9; the six others are never waited for
+    assert sorted(train_losses(str(tmp_path / "async"))) == [3, 6, 9]
+
+
 @pytest.mark.parametrize("key,value,field", [
     ("objective", "bert", "objective='bert'"),
     ("model.d_model", 66, "model.d_model=66"),
