@@ -112,5 +112,5 @@ def test_the_classifier_head_and_the_nsp_loss_terms():
     log_p = jax.nn.log_softmax(logits[:, 0])
     want = -jnp.take_along_axis(log_p, batch["encoder_nsp_labels"][:, :1], axis=1).sum()
     np.testing.assert_allclose(float(sums["nsp_loss_sum"]), float(want), rtol=1e-5)
-    scale = float(nsp_loss_scale("encoder", batch))
+    scale = float(nsp_loss_scale(batch))
     assert scale == pytest.approx(float(batch["encoder_loss_weights"].sum()) / 4)
