@@ -10,7 +10,10 @@ Cloud TPU (small / base: C4 and a SentencePiece vocabulary trained on it, every 
         --config=experiments/configs/deshuffle.py:small --workdir=gs://BUCKET/runs/deshuffle_small \
         --multihost
 
-Expected: RUNTIME
+Expected: tiny: 3.5-5 minutes on 2 CPU cores (3 min 27 s measured while the machine was shared),
+final validation loss 2.31 nats per target byte after 500 steps (the decoder predicts the whole
+text; the corpus's unigram cross-entropy is 3.29). small / base: not run in this repository; the
+launch lines are what a pod run uses (bf16, data.shards=-1).
 """
 
 from experiments.configs.common import base_config
