@@ -27,10 +27,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-from jaxlm import cli
+from jaxlm import cli, io
 from jaxlm import config as config_lib
 from jaxlm.checkpoint import CheckpointError
 
@@ -102,9 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         out = {**result.to_dict(), "source": args.workdir or args.hf_path or "from_scratch",
                "checkpoint_step": args.step, "vocab": repr(vocab), "seq_len": args.seq_len}
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        with open(args.output, "w") as f:
-            json.dump(out, f, indent=2)
+        io.write_text(args.output, json.dumps(out, indent=2))  # parents made; gs:// too
         print(f"wrote {args.output}")
     return 0
 

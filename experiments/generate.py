@@ -41,7 +41,7 @@ import sys
 # Runnable as `python experiments/generate.py` from a checkout without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from jaxlm import cli, generate  # noqa: E402
+from jaxlm import cli, generate, io  # noqa: E402
 from jaxlm import config as config_lib  # noqa: E402
 from jaxlm.data.sentencepiece_vocab import SentencePieceVocabulary  # noqa: E402
 from jaxlm.data.tokenizer import ByteVocabulary, MODE_TOKENS  # noqa: E402
@@ -83,18 +83,17 @@ def load_vocab(spec: str, vocab_size: int | None = None, data: dict | None = Non
 
 def _latest_step(workdir: str) -> int:
     # Orbax names each step's folder by its number.
-    return max(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+    return max(int(d) for d in io.listdir(io.join(workdir, "checkpoints")) if d.isdigit())
 
 
 def load_workdir(args: argparse.Namespace):
     """(ModelConfig, params, vocab, objective, description) of a trainer's run directory."""
-    if not os.path.isdir(args.workdir):
+    if not io.isdir(args.workdir):
         raise FileNotFoundError(f"workdir {args.workdir!r} does not exist.")
-    config_path = os.path.join(args.workdir, "config.json")
-    if not os.path.exists(config_path):
+    config_path = io.join(args.workdir, "config.json")
+    if not io.exists(config_path):
         raise FileNotFoundError(f"{config_path} is missing: is {args.workdir!r} a run directory?")
-    with open(config_path, encoding="utf-8") as f:
-        run = json.load(f)
+    run = json.loads(io.read_text(config_path))
     cfg, params = load_pretrained(args.workdir, step=args.step)
     step = args.step if args.step is not None else _latest_step(args.workdir)
     data = run.get("data", {})
@@ -133,10 +132,10 @@ def load_hf(args: argparse.Namespace):
     from jaxlm.hf import from_hf
 
     model, params = from_hf(args.hf_path)
-    spiece = os.path.join(args.hf_path, "spiece.model")
+    spiece = io.join(args.hf_path, "spiece.model")
     if args.vocab:
         vocab = load_vocab(args.vocab, model.cfg.vocab_size)
-    elif os.path.exists(spiece):  # T5: <extra_id_0> at the top of its 32100 ids
+    elif io.exists(spiece):  # T5: <extra_id_0> at the top of its 32100 ids
         vocab = SentencePieceVocabulary.load(spiece, vocab_size=model.cfg.vocab_size,
                                              t5_sentinels=True)
     else:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import signal
 import threading
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from jaxlm import io
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +25,16 @@ class CheckpointError(RuntimeError):
 
 
 class Checkpointer:
-    """`WORKDIR/checkpoints`: state (sharded arrays), data iterator state and model config."""
+    """`WORKDIR/checkpoints`: state (sharded arrays), data iterator state and model config.
+
+    On `gs://` Orbax writes each step in place and marks it complete with commit_success.txt; a
+    step without it (a save cut short) is not listed, so a resume takes the previous one.
+    """
 
     def __init__(self, workdir: str, keep: int = 3, async_save: bool = True) -> None:
         if keep < 1:
             raise ValueError(f"checkpoint.keep={keep} is invalid: expected at least 1.")
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.directory = io.join(workdir, "checkpoints")  # a gs:// workdir stays a URI
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                enable_async_checkpointing=async_save)
         self._manager = ocp.CheckpointManager(self.directory, options=options)

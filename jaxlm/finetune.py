@@ -42,7 +42,6 @@ import dataclasses
 import functools
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -55,7 +54,7 @@ import orbax.checkpoint as ocp
 from flax.traverse_util import flatten_dict, unflatten_dict
 from jax.sharding import Mesh
 
-from jaxlm import sharding
+from jaxlm import io, sharding
 from jaxlm.data.tasks import Task
 from jaxlm.models import ModelConfig, build_model, dummy_batch, init_params
 from jaxlm.models.layers import DenseGeneral, constrain
@@ -392,8 +391,8 @@ def load_pretrained(workdir: str, step: int | None = None,
     often twice their size, stays on disk. They land on `mesh` (default all devices, data
     parallel) with the logical-axis shardings of the trainer.
     """
-    directory = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "checkpoints")
-    if not os.path.isdir(directory):
+    directory = io.join(workdir, "checkpoints")  # a gs:// workdir stays a URI
+    if not io.isdir(directory):
         raise FileNotFoundError(f"{workdir!r} has no checkpoints/ folder: not a jaxlm run "
                                 "directory (pass the --workdir of a pretraining run).")
     manager = ocp.CheckpointManager(
@@ -434,7 +433,7 @@ def load_hf(path: str) -> tuple[ModelConfig, Any]:
     """(ModelConfig, params) of a Hugging Face GPT-2, BERT or T5 folder (jaxlm.hf.from_hf)."""
     from jaxlm.hf import from_hf
 
-    if not os.path.isdir(path):
+    if not io.isdir(path):
         raise FileNotFoundError(f"{path!r} is not a folder with a Hugging Face checkpoint.")
     model, params = from_hf(path)
     return model.cfg, params
@@ -442,8 +441,7 @@ def load_hf(path: str) -> tuple[ModelConfig, Any]:
 
 def read_run_config(workdir: str) -> dict[str, Any]:
     """WORKDIR/config.json as a dict ({} when absent), e.g. for its data.vocab."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    path = io.join(workdir, "config.json")
+    if not io.exists(path):
         return {}
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(io.read_text(path))

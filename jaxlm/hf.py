@@ -13,7 +13,6 @@ HF Flax checkpoints (flax_model.msgpack) are renamed to the PyTorch names first.
 from __future__ import annotations
 
 import json
-import os
 import re
 from typing import Any
 
@@ -23,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
+from jaxlm import io
 from jaxlm.models import (ModelConfig, build_model, dummy_batch, init_params, stack_layers,
                           unstack_layers)
 from jaxlm.models.presets import REFERENCE
@@ -329,24 +329,23 @@ def _flax_to_pt_name(key: tuple[str, ...], x: np.ndarray) -> tuple[str, np.ndarr
 
 def read_hf_weights(path: str) -> dict[str, np.ndarray]:
     """PyTorch-named numpy tensors from model.safetensors (or its shards) or flax_model.msgpack."""
-    from safetensors.numpy import load_file
+    from safetensors.numpy import load
 
-    single, index = os.path.join(path, "model.safetensors"), os.path.join(
-        path, "model.safetensors.index.json")
-    if os.path.exists(single) or os.path.exists(index):
+    single, index = io.join(path, "model.safetensors"), io.join(path,
+                                                                "model.safetensors.index.json")
+    if io.exists(single) or io.exists(index):
         files = [single]
-        if not os.path.exists(single):
-            with open(index) as f:
-                files = [os.path.join(path, s) for s in set(json.load(f)["weight_map"].values())]
+        if not io.exists(single):
+            shards = set(json.loads(io.read_text(index))["weight_map"].values())
+            files = [io.join(path, s) for s in shards]
         # Old BERT checkpoints name LayerNorm params gamma / beta.
         return {re.sub(r"\.gamma$", ".weight", re.sub(r"\.beta$", ".bias", k)): v
-                for file in files for k, v in load_file(file).items()}
-    msgpack = os.path.join(path, "flax_model.msgpack")
-    if os.path.exists(msgpack):
+                for file in files for k, v in load(io.read_bytes(file)).items()}
+    msgpack = io.join(path, "flax_model.msgpack")
+    if io.exists(msgpack):
         from flax.serialization import msgpack_restore
 
-        with open(msgpack, "rb") as f:
-            tree = msgpack_restore(f.read())
+        tree = msgpack_restore(io.read_bytes(msgpack))
         return dict(_flax_to_pt_name(k, np.asarray(v)) for k, v in flatten_dict(tree).items())
     raise ValueError(f"{path!r} holds no weights: expected model.safetensors, "
                      "model.safetensors.index.json or flax_model.msgpack.")
@@ -355,11 +354,10 @@ def read_hf_weights(path: str) -> dict[str, np.ndarray]:
 def from_hf(path: str, *, scan_layers: bool = True, dtype: str = "float32",
             **overrides: Any) -> tuple[nn.Module, dict]:
     """(model, unboxed params) from a saved HF GPT-2, BERT or T5 checkpoint folder."""
-    config_path = os.path.join(path, "config.json")
-    if not os.path.exists(config_path):
+    config_path = io.join(path, "config.json")
+    if not io.exists(config_path):
         raise ValueError(f"{path!r} has no config.json: not a Hugging Face checkpoint folder.")
-    with open(config_path) as f:
-        c = json.load(f)
+    c = json.loads(io.read_text(config_path))
     config_from_hf(c)  # model_type and architecture errors before reading any weights
     hf = read_hf_weights(path)
     model_type = c["model_type"]
@@ -401,7 +399,7 @@ def from_hf(path: str, *, scan_layers: bool = True, dtype: str = "float32",
 def to_hf(model_or_cfg: nn.Module | ModelConfig, params: Any, path: str) -> None:
     """Writes config.json and model.safetensors (PyTorch names) that transformers' Auto classes
     load as the same network. Params may be scanned or unrolled, boxed or unboxed."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     cfg = getattr(model_or_cfg, "cfg", model_or_cfg)
     hf_config = config_to_hf(cfg)
@@ -416,7 +414,5 @@ def to_hf(model_or_cfg: nn.Module | ModelConfig, params: Any, path: str) -> None
     for name, paths, n_in, transpose in TABLES[hf_config["model_type"]](cfg):
         arrays = [np.asarray(jax.device_get(flat[p]), np.float32) for p in paths]
         tensors[name] = np.ascontiguousarray(_to_hf(arrays, n_in, transpose))
-    os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(hf_config, f, indent=2, sort_keys=True)
-    save_file(tensors, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    io.write_text(io.join(path, "config.json"), json.dumps(hf_config, indent=2, sort_keys=True))
+    io.write_bytes(io.join(path, "model.safetensors"), save(tensors, metadata={"format": "pt"}))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxlm import io
 from jaxlm.prefetch import BackgroundWriter
 
 # Dense bf16 peak FLOP/s per chip, from the vendors' spec sheets, matched on device_kind.
@@ -92,20 +94,21 @@ def mfu(flops_per_step: float, seconds_per_step: float, num_devices: int,
 class MetricsWriter:
     """Appends one JSON object per logged step to metrics.jsonl and mirrors scalars to
     TensorBoard, on a background thread (the loop never waits for a file); a no-op on every
-    process but 0. `close()` writes what is queued."""
+    process but 0. `close()` writes what is queued.
+
+    `workdir` may be a `gs://` URI. Cloud Storage objects cannot be appended to, so there the
+    writer keeps every line (a resumed run's earlier ones included) and uploads metrics.jsonl
+    whole at each write; TensorBoard events are written to a local temporary folder and the
+    changed event file is uploaded through jaxlm.io after each flush, the same route as every
+    other file (TensorFlow's own GCS client cannot be pointed at an emulator, so it is untested).
+    """
 
     def __init__(self, workdir: str, enabled: bool | None = None) -> None:
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
-        self._jsonl = None
-        self._tensorboard = None
         self._background = None
         if self.enabled:
-            os.makedirs(workdir, exist_ok=True)
-            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
-            from jaxlm.data.tfcompat import import_tf  # TensorFlow with every accelerator hidden
-            self._tf = import_tf()
-            self._tensorboard = {split: self._tf.summary.create_file_writer(
-                os.path.join(workdir, split)) for split in ("train", "eval")}
+            self._jsonl = _JsonLines(io.join(workdir, "metrics.jsonl"))
+            self._events = _EventFolders(workdir, ("train", "eval"))
             self._background = BackgroundWriter(self._write, "jaxlm-metrics")
 
     def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
@@ -116,13 +119,9 @@ class MetricsWriter:
 
     def _write(self, record: dict[str, Any]) -> None:
         self._jsonl.write(json.dumps(record) + "\n")
-        self._jsonl.flush()
-        writer = self._tensorboard[record["split"]]
-        with writer.as_default():
-            for key, value in record.items():
-                if key not in ("step", "split") and isinstance(value, (int, float)):
-                    self._tf.summary.scalar(key, value, step=record["step"])
-        writer.flush()
+        self._events.write(record["split"], record["step"],
+                           {k: v for k, v in record.items()
+                            if k not in ("step", "split") and isinstance(v, (int, float))})
 
     def close(self) -> None:
         if self.enabled:
@@ -130,8 +129,76 @@ class MetricsWriter:
                 self._background.close()
             finally:
                 self._jsonl.close()
-                for writer in self._tensorboard.values():
-                    writer.close()
+                self._events.close()
+
+
+class _JsonLines:
+    """A JSON-lines file: appended to locally; on a URI rewritten whole with every line so far
+    (an upload per write, of the whole file: fine for a log line per `log_every` steps)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._file = None
+        self._text = ""
+        if io.is_uri(path):
+            if io.exists(path):  # a resumed run keeps the lines of the runs before it
+                self._text = io.read_text(path)
+        else:
+            io.makedirs(io.path(path).parent)
+            self._file = io.open(path, "a")
+
+    def write(self, line: str) -> None:
+        if self._file is None:
+            self._text += line
+            io.write_text(self._path, self._text)
+        else:
+            self._file.write(line)
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+class _EventFolders:
+    """TensorBoard writers of `workdir/<split>`; for a URI workdir, local folders mirrored to it."""
+
+    def __init__(self, workdir: str, splits: tuple[str, ...]) -> None:
+        from jaxlm.data.tfcompat import import_tf  # TensorFlow with every accelerator hidden
+
+        self._tf = import_tf()
+        self._workdir = workdir
+        self._local = tempfile.TemporaryDirectory(prefix="jaxlm-events-") if io.is_uri(
+            workdir) else None
+        root = self._local.name if self._local else io.join(workdir)
+        self._dirs = {split: os.path.join(root, split) for split in splits}
+        self._writers = {split: self._tf.summary.create_file_writer(d)
+                         for split, d in self._dirs.items()}
+
+    def write(self, split: str, step: int, scalars: Mapping[str, float]) -> None:
+        writer = self._writers[split]
+        with writer.as_default():
+            for key, value in scalars.items():
+                self._tf.summary.scalar(key, value, step=step)
+        writer.flush()
+        self._upload(split)
+
+    def _upload(self, split: str) -> None:
+        if self._local is None:
+            return
+        for name in sorted(os.listdir(self._dirs[split])):
+            with open(os.path.join(self._dirs[split], name), "rb") as f:
+                io.write_bytes(io.join(self._workdir, split, name), f.read())
+
+    def close(self) -> None:
+        try:
+            for split, writer in self._writers.items():
+                writer.close()
+                if os.path.isdir(self._dirs[split]):
+                    self._upload(split)
+        finally:
+            if self._local is not None:
+                self._local.cleanup()
 
 
 def _plain(value: Any) -> Any:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,6 +28,7 @@ import numpy as np
 from jaxlm import checkpoint as checkpoint_lib
 from jaxlm import config as config_lib
 from jaxlm import flops as flops_lib
+from jaxlm import io
 from jaxlm import metrics as metrics_lib
 from jaxlm import sharding
 from jaxlm.data.pipeline import Pipeline, to_global_arrays
@@ -229,10 +229,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     run, mesh, pipeline = setup(config, devices)
     if jax.process_index() != 0:
         say = lambda line: None  # noqa: E731 - one console per run
-    os.makedirs(workdir, exist_ok=True)
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-            json.dump(resolved_config_dict(config, run), f, indent=2, sort_keys=True)
+    io.makedirs(workdir)  # a no-op on gs://, where directories are object-name prefixes
+    io.write_shared_text(io.join(workdir, "config.json"),
+                         json.dumps(resolved_config_dict(config, run), indent=2, sort_keys=True))
 
     model = build_model(run.model)
     optimizer = make_optimizer(run.optim)

@@ -6,6 +6,9 @@ import socket
 
 import pytest
 
+# The Cloud Storage emulator's session fixtures (gcs_endpoint, gcs_bucket) for every test module.
+pytest_plugins = ["tests.gcs"]
+
 # Must run before the first `import jax`: pytest imports conftest.py before any test module.
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"

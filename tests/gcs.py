@@ -1,8 +1,8 @@
 """A Cloud Storage emulator for tests: fake-gcs-server on a free loopback port, one bucket.
 
-Use the session fixture `gcs_bucket` (import it into the test module, or list this module in
-`pytest_plugins`); it yields the bucket's URI, `gs://jaxlm-test`. While it is up, every library
-that can be pointed at an emulator is (see docs/design.md, "I/O and Cloud Storage"):
+Use the session fixture `gcs_bucket` (tests/conftest.py lists this module in `pytest_plugins`,
+so every test module has it); it yields the bucket's URI, `gs://jaxlm-test`. While it is up, every
+library that can be pointed at an emulator is (see docs/design.md, "I/O and Cloud Storage"):
 
   STORAGE_EMULATOR_HOST              gcsfs (and so etils.epath's fsspec route, Orbax metadata)
   EPATH_USE_TF=false                 epath takes gs:// through fsspec/gcsfs, not tf.io.gfile,

@@ -11,7 +11,7 @@ import jax
 import pytest
 
 from jaxlm import io
-from tests.gcs import gcs_bucket, gcs_endpoint, upload  # noqa: F401  (fixtures)
+from tests.gcs import upload
 
 
 @pytest.fixture(params=["local", "gcs"])
@@ -147,3 +147,58 @@ def test_tf_gfile_cannot_reach_the_emulator(gcs_bucket) -> None:
     except tf.errors.OpError:
         seen = False
     assert not seen
+
+
+def test_sentencepiece_cache_on_gcs(gcs_bucket, monkeypatch) -> None:
+    from jaxlm.data import sentencepiece_vocab as spv
+    from tests.data._util import english_texts
+
+    data_dir = io.join(gcs_bucket, "spm-tfds")
+    calls = []
+
+    def texts():
+        calls.append(1)
+        return iter(english_texts(200_000))
+
+    path = spv.sentencepiece_cache_path("topics", vocab_size=640, data_dir=data_dir)
+    assert path.startswith(f"{data_dir}/vocab/topics_640_")
+    # Another process of a multi-host run does not train a shared (URI) cache: it waits for it.
+    monkeypatch.setattr(io, "is_writer", lambda process_index=None: False)
+    monkeypatch.setattr(spv, "_TRAINING_WAIT_S", 0.05)
+    with pytest.raises(TimeoutError, match="topics_640_"):
+        spv.get_or_train_sentencepiece("topics", texts, vocab_size=640, data_dir=data_dir)
+    assert not calls and not io.exists(path)
+    monkeypatch.undo()
+
+    trained = spv.get_or_train_sentencepiece("topics", texts, vocab_size=640, data_dir=data_dir)
+    assert trained.path == path and io.listdir(io.join(data_dir, "vocab")) == [path.split("/")[-1]]
+    reused = spv.get_or_train_sentencepiece("topics", texts, vocab_size=640, data_dir=data_dir)
+    assert len(calls) == 1 and reused.encode("The loop") == trained.encode("The loop")
+
+
+def test_text_files_refuse_uris_by_name(tmp_path, monkeypatch) -> None:
+    from jaxlm.data.text_files import resolve_text_files
+
+    with pytest.raises(ValueError, match="'gs://b/texts'.*local paths"):
+        resolve_text_files(["gs://b/texts"])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "a.txt").write_text("a")
+    assert resolve_text_files("t") == (str(tmp_path / "t"), [str(tmp_path / "t" / "a.txt")])
+
+
+def test_metrics_writer_keeps_every_line_and_uploads_events(root: str) -> None:
+    import json
+
+    from jaxlm.metrics import MetricsWriter
+
+    run = io.join(root, "run")
+    for steps in ((1, 2), (3,)):  # a second writer: a resumed run in the same workdir
+        writer = MetricsWriter(run, enabled=True)
+        for step in steps:
+            writer.write(step, "train", {"loss": 1.0 / step})
+        writer.close()
+    lines = io.read_text(io.join(run, "metrics.jsonl")).splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3]
+    events = io.glob(run, "train/events.out.tfevents.*")
+    assert len(events) == 2 and all(len(io.read_bytes(e)) > 100 for e in events)

@@ -44,6 +44,7 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
+from jaxlm.data.records import add_array_record_files
 from jaxlm.data.tfcompat import import_tf
 
 import_tf()  # hide the accelerators from TensorFlow before tfds can initialize them
@@ -362,13 +363,16 @@ def prepare_default_corpus(
 
 
 def prepare_builder(builder: tfds.core.DatasetBuilder) -> None:
-    """Builds a generator-based builder offline (no download, no statistics)."""
+    """Builds a generator-based builder offline (no download, no statistics), as TFRecord files
+    (what `as_dataset` reads) and their ArrayRecord copy (what the pipeline reads by index, so a
+    resume starts at its position: `records.add_array_record_files`)."""
     start = time.time()
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(
             compute_stats=tfds.download.ComputeStatsMode.SKIP, try_download_gcs=False
         )
     )
+    add_array_record_files(builder)  # also for a folder prepared before the copy existed
     logger.info(
         "%s ready in %s (%.1fs)", builder.info.full_name, builder.data_dir, time.time() - start
     )

@@ -31,7 +31,7 @@ class BatchIterator:
     set_state(state) -> the next batch is the one that followed when the state was taken.
     """
 
-    VERSION = 1
+    VERSION = 2  # 2: the block-permutation document order of records.py
 
     def __init__(self, pipeline: Pipeline, state: Mapping[str, Any] | None = None) -> None:
         self._pipeline = pipeline

@@ -10,11 +10,14 @@
 Stages (all inside tf.data; host-local, deterministic):
 1. Records of `data.dataset` from `data_dir` (the offline `stdlib_docs` corpus is prepared on first
    use; anything else must have been prepared, else a ValueError says how), the split divided
-   evenly between processes (`tfds.split_for_jax_process`: disjoint parts that cover it).
-2. Shuffle: block shuffle of `shuffle_buffer` documents with `stateless_shuffle`, keyed by (seed,
-   epoch, block), so the order depends on nothing but the seed (not on TF's global seed) and differs
-   per epoch. TFDS shuffles examples when it prepares a dataset, so a local shuffle is enough; files
-   are read in order (`shuffle_files=False`), which is what makes positions reproducible.
+   evenly between processes (`tfds.split_for_jax_process`: disjoint parts that cover it). Read by
+   index from ArrayRecord files when the split has them (`Pipeline.records`, records.py: the
+   offline corpora always do), else sequentially from the TFRecord files.
+2. Shuffle: a block shuffle of `shuffle_buffer` documents, the block's permutation keyed by (seed,
+   epoch, block) (`records.block_permutation`, numpy), so the order depends on nothing but the seed
+   and differs per epoch, and document i of an epoch is found from its block alone. TFDS shuffles
+   examples when it prepares a dataset, so a local shuffle is enough; files are read in order,
+   which is what makes positions reproducible. Both readers give the same order.
 3. Windows of `window` documents: whitespace-only documents are skipped (counted in
    `BatchIterator.stats`), the rest tokenized in one call (`vocab.tf_tokenize_batch`: the byte
    vocabulary keeps undecodable bytes as they are, SentencePiece decodes them to U+FFFD) and EOS
@@ -31,12 +34,14 @@ Stages (all inside tf.data; host-local, deterministic):
 
 Resumption: every row carries where its tokens end in the document stream: (epoch, document,
 offset) for concat, (epoch, window, row) for greedy / none. `get_state()` returns that position of
-the last batch returned; `set_state()` rebuilds the pipeline from it: skip whole windows of raw
-records (read and shuffled, not tokenized), re-tokenize the one window the position is in, and drop
-what was consumed of it. So a restore costs reading the records up to the position (roughly
-reading-speed of the files, no tokenization or objective work) plus one window, and gives exactly
-the batches of the uninterrupted run: seeds and packing depend only on positions, never on how many
-batches were drawn. The state is per process and refuses a pipeline that differs (fingerprint).
+the last batch returned; `set_state()` rebuilds the pipeline from it: the windows start at the one
+the position is in, read by index (no record before it is read), and what was consumed of it is
+dropped. So a restore costs one window whatever the position, and gives exactly the batches of the
+uninterrupted run: seeds and packing depend only on positions, never on how many batches were
+drawn. A dataset with TFRecord files only cannot be read by index: its restore reads (and drops)
+the records of the epoch before the position's window, and says so in a warning
+(`records.add_array_record_files` writes the ArrayRecord copy that makes it O(1)). The state is per
+process and refuses a pipeline that differs (fingerprint).
 
 Eval (`eval_batches`): the eval split, unshuffled, one pass, the objective seeded by a fixed eval
 seed (the same examples for every run), the concat remainder emitted as a last short chunk, and the
@@ -49,6 +54,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -57,12 +63,13 @@ import numpy as np
 from jaxlm.data import layout as layout_lib
 from jaxlm.data import stages
 from jaxlm.data.iterator import BatchIterator
+from jaxlm.data.records import Documents, open_documents
 from jaxlm.data.sources import DataConfig, check_text_feature, load_builder, make_vocabulary
 from jaxlm.data.tfcompat import import_tf
 from jaxlm.data.tokenizer import Vocabulary
 
 EVAL_SEED = 0
-_NO_END = 2**62  # epochs of an endless dataset
+logger = logging.getLogger(__name__)
 
 
 class Pipeline:
@@ -101,6 +108,7 @@ class Pipeline:
                 f"{process_count}: every process loads global_batch / process_count rows"
             )
         self.process_index, self.process_count = int(process_index), int(process_count)
+        self._records: dict[str, Documents | None] = {}
         self.local_batch_size = global_batch_size // process_count
         # Objective / family / packing first: cheap, and before any vocabulary training.
         layout_lib.check_choices(objective, family, config.seq_len, config.packing)
@@ -136,15 +144,33 @@ class Pipeline:
                 f"split {split!r} of {self.builder.info.full_name}: {e}; splits: {available}"
             ) from None
 
+    def records(self, split: str) -> Documents | None:
+        """This process's part of `split` by index (records.py), None if only TFRecord files."""
+        if split not in self._records:
+            self._check_not_empty(split)
+            host = self.host_split(split)
+            self._records[split] = open_documents(self.builder, host, self.config.text_feature)
+        return self._records[split]
+
     def documents(self, split: str) -> Any:
         """tf.data.Dataset of this process's raw document strings of `split`, in file order."""
-        import tensorflow_datasets as tfds
+        records = self.records(split)
+        if records is not None:
+            kw = dict(block=0, seed=0, start=(0, 0), end_epoch=1)
+            windows = stages.indexed_windows(records, self.config.window, **kw)
+            return windows.map(lambda w: w["text"]).unbatch()
+        return self._tfrecord_documents(split)
 
+    def _check_not_empty(self, split: str) -> None:
         if self.num_documents(split) == 0:
             raise ValueError(
                 f"split {split!r} of {self.builder.info.full_name} holds no document for process "
                 f"{self.process_index} of {self.process_count}"
             )
+
+    def _tfrecord_documents(self, split: str) -> Any:
+        import tensorflow_datasets as tfds
+
         ds = self.builder.as_dataset(
             split=self.host_split(split),
             shuffle_files=False,
@@ -152,6 +178,23 @@ class Pipeline:
         )
         feature = self.config.text_feature
         return ds.map(lambda ex: ex[feature])
+
+    def _windows(
+        self, split: str, seed: int, shuffle: int, start: tuple[int, int], end: int | None
+    ) -> Any:
+        """Windows of documents from `start` = (epoch, window) on (stages.py)."""
+        kw = dict(block=shuffle, seed=seed, start=start, end_epoch=end)
+        records = self.records(split)
+        if records is not None:
+            return stages.indexed_windows(records, self.config.window, **kw)
+        if start[1]:
+            logger.warning(
+                "resuming a TFRecord dataset reads the %d records before the position (%s has "
+                "no ArrayRecord files: records.add_array_record_files makes them)",
+                start[1] * self.config.window,
+                self.builder.info.full_name,
+            )
+        return stages.sequential_windows(self._tfrecord_documents(split), self.config.window, **kw)
 
     # -------------------------------------------------------------------------------- tf.data
 
@@ -180,26 +223,7 @@ class Pipeline:
         e0, p1, p2 = (int(x) for x in (start or {}).get("position", (0, 0, 0)))
         concat = layout.packing == "concat"
         w0 = p1 // cfg.window if concat else p1
-        records = self.documents(split)
-
-        def epoch_windows(epoch):
-            ds = records
-            if shuffle:
-                key = tf.random.experimental.stateless_fold_in(
-                    tf.constant([seed % 2**31, 0], tf.int64), epoch
-                )
-                ds = ds.batch(shuffle).enumerate()
-                ds = ds.map(
-                    lambda i, x: tf.random.experimental.stateless_shuffle(
-                        x, tf.random.experimental.stateless_fold_in(key, i)
-                    )
-                ).unbatch()
-            ds = ds.batch(cfg.window).enumerate()
-            ds = ds.skip(tf.where(epoch == e0, tf.constant(w0, tf.int64), 0))
-            return ds.map(lambda w, text: {"text": text, "window": w, "epoch": epoch})
-
-        end = _NO_END if epochs is None else epochs
-        windows = tf.data.Dataset.range(e0, max(e0, end)).flat_map(epoch_windows)
+        windows = self._windows(split, seed, shuffle, (e0, w0), epochs)
         tokenize = stages.tokenize_window_fn(
             self.vocab, cfg.window, layout.append_eos, resume=(e0, p1, p2) if concat else None
         )
@@ -207,7 +231,7 @@ class Pipeline:
         p, autotune = self.process_index, tf.data.AUTOTUNE
         if concat:
             if epochs is not None:  # emit the remainder as a last short chunk
-                windows = windows.concatenate(stages.flush_element(end))
+                windows = windows.concatenate(stages.flush_element(epochs))
             rows = windows.scan(
                 stages.concat_initial_state((e0, p1, p2)),
                 stages.concat_step_fn(layout.raw_len),

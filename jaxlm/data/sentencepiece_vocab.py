@@ -16,12 +16,12 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
+from jaxlm import io as jaxlm_io
 from jaxlm.conventions import EOS_ID, NUM_SENTINELS, PAD_ID, UNK_ID
 from jaxlm.data.tokenizer import (
     MASK_TOKEN,
@@ -106,8 +106,7 @@ class SentencePieceVocabulary(Vocabulary):
     ) -> SentencePieceVocabulary:
         """A vocabulary from a `.model` file (see the module docstring for the id layout)."""
         path = os.fspath(path)
-        with open(path, "rb") as f:
-            proto = f.read()
+        proto = jaxlm_io.read_bytes(path)
         return cls(proto, vocab_size=vocab_size, t5_sentinels=t5_sentinels, path=path)
 
     @property
@@ -254,7 +253,8 @@ def train_sentencepiece(
 
     The model has vocab_size - 100 pieces (pad 0, eos 1, unk 2, [MASK] [NLU] [S2S] [NLG] 3..6,
     byte fallback); the 100 sentinels are the ids above. Reads at most `max_documents` documents /
-    about `max_chars` characters. The file appears atomically (written under a temporary name).
+    about `max_chars` characters. The file appears atomically (jaxlm.io.write_bytes;
+    `model_dir` may be a gs:// URI).
     """
     import sentencepiece as spm
 
@@ -263,9 +263,7 @@ def train_sentencepiece(
         MIN_TRAINED_VOCAB_SIZE,
         f"{_SPECIAL_PIECES} special pieces, {NUM_BYTES} byte pieces, {MIN_PIECES} pieces",
     )
-    model_dir = os.fspath(model_dir)
-    os.makedirs(model_dir, exist_ok=True)
-    path = os.path.join(model_dir, (model_name or f"spm_{vocab_size}") + ".model")
+    path = jaxlm_io.join(model_dir, (model_name or f"spm_{vocab_size}") + ".model")
     settings = _training_settings(vocab_size, model_type, character_coverage)
     stats = {"documents": 0, "chars": 0}
     model = io.BytesIO()
@@ -289,7 +287,7 @@ def train_sentencepiece(
             f"vocab_size={vocab_size}: SentencePiece training failed on {stats['documents']} docs "
             f"({stats['chars']} chars){hint}: {e}"
         ) from e
-    _atomic_write(path, model.getvalue())
+    jaxlm_io.write_bytes(path, model.getvalue())
     logger.info(
         "trained SentencePiece %s on %d documents (%d chars)",
         path,
@@ -299,16 +297,15 @@ def train_sentencepiece(
     return path
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=os.path.basename(path) + ".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+# How long a process waits for process 0 to train a shared vocabulary (50M characters: minutes).
+_TRAINING_WAIT_S = 3600.0
+
+
+def _trains_here(path: str) -> bool:
+    """Whether this process trains the cached model at `path`: on a URI (one store all hosts
+    share) only process 0 does and the others wait; a local path is per host, so every process
+    trains its own copy (the write is atomic, so racing processes on one host are harmless)."""
+    return jaxlm_io.is_writer() or not jaxlm_io.is_uri(path)
 
 
 def sentencepiece_cache_path(
@@ -331,7 +328,7 @@ def sentencepiece_cache_path(
     )
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in dataset_name)
-    return os.path.join(os.fspath(data_dir), "vocab", f"{safe}_{vocab_size}_{digest}.model")
+    return jaxlm_io.join(data_dir, "vocab", f"{safe}_{vocab_size}_{digest}.model")
 
 
 def get_or_train_sentencepiece(
@@ -358,20 +355,23 @@ def get_or_train_sentencepiece(
     path = sentencepiece_cache_path(
         dataset_name, vocab_size=vocab_size, data_dir=data_dir, **options
     )
-    if not os.path.exists(path):
+    if jaxlm_io.exists(path):
+        logger.info("reusing SentencePiece model %s", path)
+    elif not _trains_here(path):
+        logger.info("waiting for process 0 to train SentencePiece model %s", path)
+        jaxlm_io.wait_for(path, timeout_s=_TRAINING_WAIT_S)
+    else:
         _check_vocab_size(
             vocab_size,
             MIN_TRAINED_VOCAB_SIZE,
             f"{_SPECIAL_PIECES} special pieces, {NUM_BYTES} byte pieces, {MIN_PIECES} pieces",
         )
-        name = os.path.basename(path)[: -len(".model")]
+        name = jaxlm_io.path(path).name[: -len(".model")]
         train_sentencepiece(
             text_iterator_factory(),
             vocab_size=vocab_size,
-            model_dir=os.path.dirname(path),
+            model_dir=os.fspath(jaxlm_io.path(path).parent),
             model_name=name,
             **options,
         )
-    else:
-        logger.info("reusing SentencePiece model %s", path)
     return SentencePieceVocabulary.load(path, vocab_size=vocab_size)

@@ -9,6 +9,8 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from jaxlm import io as jaxlm_io
+from jaxlm.data.records import open_documents
 from jaxlm.data.tfcompat import import_tf
 from jaxlm.data.tokenizer import ByteVocabulary, Vocabulary, get_vocabulary
 from jaxlm.objectives import PACKINGS
@@ -72,7 +74,7 @@ class DataConfig:
     @property
     def resolved_data_dir(self) -> str:
         d = self.data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
-        return os.path.abspath(os.path.expanduser(os.fspath(d)))
+        return jaxlm_io.join(d)  # a gs:// URI reaches TFDS unchanged
 
 
 def load_builder(config: DataConfig) -> Any:
@@ -101,9 +103,9 @@ def load_builder(config: DataConfig) -> Any:
         if folder is None:
             raise ValueError(f"data.dataset={name!r}: {e}") from None
         return tfds.builder_from_directory(folder)
+    if builder.name == DEFAULT_CORPUS:  # prepared on first use; its ArrayRecord copy too
+        return corpus.prepare_default_corpus(data_dir, config=builder.builder_config.name)
     if not builder.is_prepared():
-        if builder.name == DEFAULT_CORPUS:
-            return corpus.prepare_default_corpus(data_dir, config=builder.builder_config.name)
         raise ValueError(
             f"data.dataset={name!r} is not prepared in data_dir={data_dir!r}. Prepare it once on "
             f"a machine with network access, `tfds build {name} --data_dir={data_dir}` or "
@@ -173,6 +175,12 @@ def make_vocabulary(config: DataConfig, builder: Any = None) -> Vocabulary:
 
 
 def _iterate_texts(builder: Any, config: DataConfig) -> Iterator[str]:
+    docs = open_documents(builder, config.train_split, config.text_feature)
+    if docs is not None:  # by index: also for datasets prepared as ArrayRecord only
+        for start in range(0, len(docs), 1024):
+            for text in docs.read(range(start, min(start + 1024, len(docs)))):
+                yield text.decode("utf-8", errors="replace")
+        return
     ds = builder.as_dataset(split=config.train_split, shuffle_files=False)
     for text in ds.map(lambda ex: ex[config.text_feature]).as_numpy_iterator():
         yield text.decode("utf-8", errors="replace")

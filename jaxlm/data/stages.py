@@ -1,4 +1,5 @@
-"""The tf.data stages of the pipeline, one window of documents at a time: tokenize a window,
+"""The tf.data stages of the pipeline, one window of documents at a time: the windows of an
+epoch (read by index, or sequentially from TFRecord files), tokenize a window,
 the concat-and-split scan, the skipped-document count, and the numpy packing (packing.py) called
 through `tf.numpy_function` once per window or batch of chunks.
 
@@ -14,10 +15,79 @@ import numpy as np
 
 from jaxlm.data.layout import Layout
 from jaxlm.data.packing import chunk_rows, window_rows
+from jaxlm.data.records import Documents, block_permutation, epoch_indices
 from jaxlm.data.tfcompat import import_tf
 
 # Whitespace as Python's str.isspace sees it (RE2's \s lacks \v, U+0085, the \p{Z} spaces, ...).
 WHITESPACE = r"[\s\v\x{1c}-\x{1f}\x{85}\p{Z}]*"
+
+
+def indexed_windows(
+    docs: Documents,
+    window: int,
+    *,
+    block: int,
+    seed: int,
+    start: tuple[int, int],
+    end_epoch: int | None,
+):
+    """Windows {text [n], window, epoch} from (epoch, window) = start on, read by index: the
+    records before `start` are never read (records.py gives the order)."""
+    tf = import_tf()
+    num = len(docs)
+    per_epoch = -(-num // window)
+    first = start[0] * per_epoch + start[1]
+    last = 2**62 if end_epoch is None else max(first, end_epoch * per_epoch)
+
+    def read(flat):
+        epoch, w = divmod(int(flat), per_epoch)
+        kw = dict(num=num, block=block, seed=seed, epoch=epoch)
+        return docs.read(epoch_indices(w * window, (w + 1) * window, **kw))
+
+    @tf.autograph.experimental.do_not_convert
+    def element(flat):
+        text = tf.numpy_function(read, [flat], tf.string, stateful=False)
+        text.set_shape([None])
+        return {"text": text, "window": flat % per_epoch, "epoch": flat // per_epoch}
+
+    # Reading is cheap next to tokenizing: no parallelism asked for here (tf.data may add some).
+    return tf.data.Dataset.range(first, last).map(element)
+
+
+def sequential_windows(
+    records: Any,
+    window: int,
+    *,
+    block: int,
+    seed: int,
+    start: tuple[int, int],
+    end_epoch: int | None,
+):
+    """The windows of `indexed_windows` from a sequential dataset of documents (TFRecord): the
+    same order, but every record of the epoch before `start` is read (and dropped)."""
+    tf = import_tf()
+    e0, w0 = start
+
+    def permute(b, texts, epoch):
+        order = tf.numpy_function(
+            lambda e, i, n: block_permutation(seed, int(e), int(i), int(n)),
+            [epoch, b, tf.size(texts, out_type=tf.int64)],
+            tf.int64,
+            stateful=False,
+        )
+        order.set_shape([None])
+        return tf.gather(texts, order)
+
+    def epoch_windows(epoch):
+        ds = records
+        if block > 1:
+            ds = ds.batch(block).enumerate().map(lambda b, x: permute(b, x, epoch)).unbatch()
+        ds = ds.batch(window).enumerate()
+        ds = ds.skip(tf.where(epoch == e0, tf.constant(w0, tf.int64), 0))
+        return ds.map(lambda w, text: {"text": text, "window": w, "epoch": epoch})
+
+    end = 2**62 if end_epoch is None else end_epoch
+    return tf.data.Dataset.range(e0, max(e0, end)).flat_map(epoch_windows)
 
 
 def tokenize_window_fn(

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxlm import io as jaxlm_io
 from jaxlm.conventions import EOS_ID, PAD_ID
 from jaxlm.data import corpus
 from jaxlm.data.tokenizer import Vocabulary, get_vocabulary
@@ -233,8 +234,8 @@ def _tfds_task(name: str, vocab: Vocabulary, seq_len: int, data_dir: str | None,
                eval_split: str | None) -> Task:
     import tensorflow_datasets as tfds
 
-    data_dir = os.path.abspath(os.path.expanduser(
-        data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"))
+    # A gs:// data_dir reaches TFDS unchanged.
+    data_dir = jaxlm_io.join(data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
     dataset, _, config = name.partition("/")
     if dataset == "glue" and config == "stsb":
         raise ValueError("glue/stsb is a regression task; fine-tuning here is classification.")

@@ -27,6 +27,7 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
+from jaxlm import io as jaxlm_io
 from jaxlm.data.corpus import (
     TRAIN,
     VALIDATION,
@@ -58,13 +59,20 @@ class TextFilesConfig(tfds.core.BuilderConfig):
     validation_fraction: float = VALIDATION_FRACTION
 
 
+def _local_path(p: str | os.PathLike) -> str:
+    """`p` made absolute; a URI is refused by name rather than turned into `<cwd>/gs:/...`."""
+    if jaxlm_io.is_uri(p):
+        raise ValueError(f"text_files: {os.fspath(p)!r}: text files are read from local paths "
+                         "(os.walk, glob, stat); copy them to the machine first (gsutil -m cp -r)")
+    return jaxlm_io.join(p)
+
+
 def resolve_text_files(paths: str | Sequence[str]) -> tuple[str, list[str]]:
     """(common root, sorted absolute files) for files, directories or glob patterns."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files: set[str] = set()
-    for p in map(os.fspath, paths):
-        p = os.path.abspath(os.path.expanduser(p))
+    for p in map(_local_path, paths):
         if os.path.isdir(p):
             for root, dirs, names in os.walk(p):
                 dirs.sort()
@@ -233,7 +241,7 @@ def text_files_builder(
     `options`: `txt_document`, `text_field`, `validation_fraction` (see `TextFilesConfig`).
     """
     paths = (paths,) if isinstance(paths, (str, os.PathLike)) else tuple(paths)
-    paths = tuple(os.path.abspath(os.fspath(p)) for p in paths)
+    paths = tuple(map(_local_path, paths))
     if name is None:
         _, files = resolve_text_files(paths)
         h = hashlib.sha256()
