@@ -32,6 +32,16 @@ OBJECTIVE_OPTIONS = {
     "prefix_lm": {},
     "clm": {},
     "ul2": dict(denoisers="default"),  # 'default' (UL2 paper) or 'span:3:0.15:nlu,prefix:s2s,...'
+    "bart": dict(mask_ratio=0.3,  # fraction of tokens in masked spans, in (0, 1) (BART 0.3)
+                 poisson_lambda=3.0,  # mean span length, > 0: spans ~ Poisson(lambda) (BART 3)
+                 permute_sentences=True,  # shuffle the input's sentences (BART's best setting)
+                 random_ratio=0.0),  # fraction of the mask tokens replaced by a random id
+    "deshuffle": {},
+    "nsp": dict(mask_rate=0.15, mask_token_fraction=0.8, random_token_fraction=0.1),  # BERT's
+    "hybrid": dict(causal_fraction=0.0625,  # examples that are causal, in [0, 1] (GPT-BERT 1/16)
+                   mask_rate=0.15,  # masked examples: fraction of tokens selected, in (0, 1)
+                   mask_token_fraction=0.8,  # of the selected: replaced by the mask id
+                   random_token_fraction=0.1),  # ... by a random id
 }
 
 
@@ -39,7 +49,8 @@ def get_config() -> ml_collections.ConfigDict:
     """The default configuration: the tiny decoder, causal LM on the offline corpus."""
     config = ml_collections.ConfigDict()
     config.seed = 0  # parameter init, dropout and data order
-    config.objective = "clm"  # clm | mlm | span_corruption | prefix_lm | ul2
+    # clm | mlm | span_corruption | prefix_lm | ul2 | bart | deshuffle | hybrid | nsp
+    config.objective = "clm"
 
     config.model = ml_collections.ConfigDict()
     config.model.preset = "tiny"  # tiny | small | base | large | gpt2 | bert_base | t5_base | ...
@@ -298,6 +309,10 @@ def model_config(config: ml_collections.ConfigDict, vocab_size: int | None = Non
         section["family"] = NATURAL_FAMILY.get(objective, "decoder")
     if section.get("vocab_size") is None and vocab_size is not None:
         section["vocab_size"] = vocab_size
+    family = section.get("family") or NATURAL_FAMILY.get(objective, "decoder")
+    for field, value in objectives_lib.model_defaults(objective, family).items():
+        if section.get(field) is None:  # what the objective's features need (NSP's head)
+            section[field] = value
     return model_config_from(section)
 
 

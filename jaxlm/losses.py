@@ -72,6 +72,28 @@ def targets_and_weights(family: str, batch: Mapping[str, Array]) -> tuple[Array,
     return targets, weights.astype(jnp.float32)
 
 
+# Next-sentence prediction: the label at each example's [CLS] and where the [CLS]s are.
+NSP_FEATURES = ("encoder_nsp_labels", "encoder_nsp_weights")
+NSP_SUMS = ("nsp_loss_sum", "nsp_correct_sum", "nsp_weight_sum")
+
+
+def nsp_sums(logits_BxLxC: Array, batch: Mapping[str, Array]) -> dict[str, Array]:
+    """`weighted_sums` of classification logits [B, L, C] against `encoder_nsp_labels` at the
+    positions `encoder_nsp_weights` marks, under the NSP_SUMS names."""
+    labels, weights = (batch[k] for k in NSP_FEATURES)
+    sums = weighted_sums(*token_loss(logits_BxLxC, labels), weights)
+    return dict(zip(NSP_SUMS, (sums["loss_sum"], sums["correct_sum"], sums["weight_sum"])))
+
+
+def nsp_loss_scale(batch: Mapping[str, Array]) -> Array:
+    """Masked-token weight / NSP weight of a whole batch: the factor on the summed NSP loss that
+    makes a step's gradient that of mean token loss + mean NSP loss (BERT's sum of the two), as
+    the step divides the summed gradient by the token weight. NSP batches are encoder batches."""
+    _, weights = targets_and_weights("encoder", batch)
+    nsp_weight = jnp.sum(batch[NSP_FEATURES[1]].astype(jnp.float32))
+    return jnp.maximum(jnp.sum(weights), 1.0) / jnp.maximum(nsp_weight, 1.0)
+
+
 def _mean(sums: dict[str, Array]) -> Array:
     return sums["loss_sum"] / jnp.maximum(sums["weight_sum"], 1.0)
 

@@ -14,9 +14,10 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxlm import sharding
-from jaxlm.losses import fused_weighted_loss, weighted_loss
+from jaxlm.losses import (NSP_FEATURES, NSP_SUMS, fused_weighted_loss, nsp_loss_scale, nsp_sums,
+                          weighted_loss)
 from jaxlm.models import init_params
-from jaxlm.models.transformer import head_projection
+from jaxlm.models.transformer import classifier_logits, head_projection, output_logits
 from jaxlm.optim import OptimConfig, learning_rate_schedule, make_optimizer
 
 Array = jax.Array
@@ -69,16 +70,21 @@ def loss_sums(model: nn.Module, params: Any, batch: Batch, *, deterministic: boo
               fused_loss: bool = True) -> dict[str, Array]:
     """Summed loss, correct and weight of one batch. `fused_loss` projects to the vocabulary
     inside the chunked loss (losses.fused_weighted_loss), so the float32 [batch, length, vocab]
-    logits never exist; otherwise the model returns the logits and the loss reads them."""
-    if not fused_loss:
-        logits = model.apply({"params": params}, batch, deterministic=deterministic, rngs=rngs)
-        return weighted_loss(model.cfg.family, logits, batch, label_smoothing, z_loss)[1]
+    logits never exist; otherwise the output head's logits are formed and the loss reads them.
+    A batch with next-sentence labels, on a model with a classifier head, adds NSP_SUMS."""
     hidden = model.apply({"params": params}, batch, deterministic=deterministic, rngs=rngs,
                          return_hidden=True)
-    features, matrix, bias = model.apply({"params": params}, hidden, method=head_projection)
-    _, sums = fused_weighted_loss(model.cfg.family, features, matrix, bias, batch,
-                                  vocab_axis=0 if model.cfg.tie_embeddings else 1,
-                                  label_smoothing=label_smoothing, z_loss=z_loss)
+    if not fused_loss:
+        logits = model.apply({"params": params}, hidden, method=output_logits)
+        sums = weighted_loss(model.cfg.family, logits, batch, label_smoothing, z_loss)[1]
+    else:
+        features, matrix, bias = model.apply({"params": params}, hidden, method=head_projection)
+        _, sums = fused_weighted_loss(model.cfg.family, features, matrix, bias, batch,
+                                      vocab_axis=0 if model.cfg.tie_embeddings else 1,
+                                      label_smoothing=label_smoothing, z_loss=z_loss)
+    if model.cfg.classifier_classes and NSP_FEATURES[0] in batch:
+        sums.update(nsp_sums(model.apply({"params": params}, hidden, method=classifier_logits),
+                             batch))
     return sums
 
 
@@ -102,9 +108,14 @@ def train_step(state: TrainState, batch: Batch, *, loss_fn: LossFn,
     """One optimizer update. Gradients of the summed losses are added over micro-batches and
     divided by the total loss weight, which is exactly the large batch's mean-loss gradient."""
     step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    # A next-sentence term is a mean over examples: its factor comes from the whole batch, so
+    # that micro-batches add up to the same gradient (see losses.nsp_loss_scale).
+    nsp_scale = nsp_loss_scale(batch) if NSP_FEATURES[1] in batch else None
 
     def loss_sum(params: Any, micro: Batch, key: Array) -> tuple[Array, dict]:
         sums = loss_fn(params, micro, key)
+        if nsp_scale is not None and NSP_SUMS[0] in sums:
+            return sums["loss_sum"] + sums[NSP_SUMS[0]] * nsp_scale, sums
         return sums["loss_sum"], sums
 
     grad_fn = jax.grad(loss_sum, has_aux=True)
@@ -116,11 +127,14 @@ def train_step(state: TrainState, batch: Batch, *, loss_fn: LossFn,
             grads, sums = grad_fn(state.params, micro, jax.random.fold_in(step_key, index))
             return jax.tree.map(jnp.add, carry, (grads, sums)), None
 
-        zeros = jax.tree.map(jnp.zeros_like, (state.params, {
-            "loss_sum": jnp.zeros(()), "correct_sum": jnp.zeros(()), "weight_sum": jnp.zeros(())}))
+        micros = _split_micro_batches(batch, micro_batches)
+        # The sums this loss returns (NSP adds some), each a zero to accumulate into.
+        sums_shape = jax.eval_shape(loss_fn, state.params,
+                                    jax.tree.map(lambda x: x[0], micros), step_key)
+        zeros = (jax.tree.map(jnp.zeros_like, state.params),
+                 jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sums_shape))
         (grads, sums), _ = jax.lax.scan(
-            accumulate, zeros, (_split_micro_batches(batch, micro_batches),
-                                jnp.arange(micro_batches)))
+            accumulate, zeros, (micros, jnp.arange(micro_batches)))
     weight = jnp.maximum(sums["weight_sum"], 1.0)
     grads = jax.tree.map(lambda g: g / weight, grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -128,6 +142,10 @@ def train_step(state: TrainState, batch: Batch, *, loss_fn: LossFn,
     metrics = {"loss": sums["loss_sum"] / weight, "accuracy": sums["correct_sum"] / weight,
                "tokens": sums["weight_sum"], "grad_norm": optax.global_norm(grads),
                "learning_rate": learning_rate_schedule(optim_cfg)(state.step)}
+    if NSP_SUMS[0] in sums:  # next-sentence prediction, logged apart, per example
+        nsp_weight = jnp.maximum(sums["nsp_weight_sum"], 1.0)
+        metrics.update(nsp_loss=sums["nsp_loss_sum"] / nsp_weight,
+                       nsp_accuracy=sums["nsp_correct_sum"] / nsp_weight)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 

@@ -157,8 +157,13 @@ def evaluate(ctx: _Context, fn: Any, params: Any) -> dict[str, float]:
     if weight == 0:
         raise ValueError(f"data.eval_split={ctx.run.data.eval_split!r} gave no target tokens in "
                          f"{ctx.run.train.eval_batches} batches")
-    return {"loss": float(totals["loss_sum"]) / weight,
-            "accuracy": float(totals["correct_sum"]) / weight, "tokens": weight}
+    result = {"loss": float(totals["loss_sum"]) / weight,
+              "accuracy": float(totals["correct_sum"]) / weight, "tokens": weight}
+    if "nsp_weight_sum" in totals:  # next-sentence prediction, per example
+        examples = max(float(totals["nsp_weight_sum"]), 1.0)
+        result.update(nsp_loss=float(totals["nsp_loss_sum"]) / examples,
+                      nsp_accuracy=float(totals["nsp_correct_sum"]) / examples)
+    return result
 
 
 def input_shard(run: config_lib.RunConfig) -> tuple[int, int, slice]:

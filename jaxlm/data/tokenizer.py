@@ -6,7 +6,9 @@ span-corruption sentinels at the top: `sentinel_id(i) = vocab_size - 1 - i` is T
 
 ByteVocabulary (no training):
     0 pad, 1 eos, 2 unk, 3 [MASK], 4 [NLU], 5 [S2S], 6 [NLG], 7..262 the bytes 0..255,
-    263..283 unused, 284..383 sentinels (<extra_id_99> .. <extra_id_0>); vocab_size 384.
+    263 [CLS], 264 [SEP] (next-sentence prediction), 265..283 unused, 284..383 sentinels
+    (<extra_id_99> .. <extra_id_0>); vocab_size 384. Other vocabularies use their two lowest
+    sentinels as [CLS] / [SEP] (an encoder-only objective has no use for them as sentinels).
 
 SentencePieceVocabulary (sentencepiece_vocab.py), trained by `train_sentencepiece` /
 `get_or_train_sentencepiece`:
@@ -103,6 +105,17 @@ class Vocabulary(abc.ABC):
         if not 0 <= i < self.num_sentinels:
             raise ValueError(f"sentinel index {i} not in [0, {self.num_sentinels})")
         return self._sentinel_top - i
+
+    @property
+    def cls_id(self) -> int:
+        """BERT's [CLS] (next-sentence prediction): by default the lowest sentinel, which an
+        encoder-only objective never uses as a sentinel."""
+        return self.sentinel_id(self.num_sentinels - 1)
+
+    @property
+    def sep_id(self) -> int:
+        """BERT's [SEP]: by default the second-lowest sentinel (see cls_id)."""
+        return self.sentinel_id(self.num_sentinels - 2)
 
     @property
     def sentinel_ids(self) -> tuple[int, ...]:
@@ -253,6 +266,14 @@ class ByteVocabulary(Vocabulary):
     @property
     def regular_ids(self) -> range:
         return range(self.BYTE_OFFSET, self.BYTE_OFFSET + NUM_BYTES)
+
+    @property
+    def cls_id(self) -> int:
+        return self.BYTE_OFFSET + NUM_BYTES  # 263, the first unused id
+
+    @property
+    def sep_id(self) -> int:
+        return self.BYTE_OFFSET + NUM_BYTES + 1  # 264
 
     def encode(self, text: str) -> list[int]:
         return (

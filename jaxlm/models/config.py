@@ -61,6 +61,9 @@ class ModelConfig:
     mlm_head_transform: bool = False  # BERT: dense + gelu + LayerNorm before the output embedding
     mlm_head_activation: str = "gelu"
     num_token_types: int = 0  # BERT segment embeddings (2); 0 = none
+    # Encoder-only: a pooled first-token classification head (BERT's pooler: dense + tanh, then
+    # a linear layer) with this many classes, e.g. 2 for next-sentence prediction; 0 = none.
+    classifier_classes: int = 0
     init: str = "normal"  # normal(init_std) | fan_in (T5's variance scaling)
     init_std: float = 0.02
     embed_init_std: float = 0.02
@@ -103,6 +106,9 @@ class ModelConfig:
         for name in ("dropout_rate", "attention_dropout_rate"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 _fail(name, getattr(self, name), "a rate in [0, 1)")
+        if self.classifier_classes < 0 or (self.classifier_classes and self.family != "encoder"):
+            _fail("classifier_classes", self.classifier_classes,
+                  "0, or a positive number of classes with model.family='encoder'")
         if self.family != "encoder_decoder" and self.num_decoder_layers is not None:
             _fail("num_decoder_layers", self.num_decoder_layers,
                   "None unless model.family='encoder_decoder'")

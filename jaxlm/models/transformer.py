@@ -196,6 +196,23 @@ class OutputHead(nn.Module):
         return constrain(logits, ("activation_batch", "activation_length", "activation_vocab"))
 
 
+class ClassifierHead(nn.Module):
+    """BERT's pooler (dense + tanh) and a linear classifier, at every position: float32 logits
+    [batch, length, classes]. A loss reads them where its weights say an example starts ([CLS]),
+    which works for packed rows too."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cfg = self.cfg
+        x = jnp.tanh(DenseGeneral((cfg.d_model,), ("embed", "mlp"), cfg, use_bias=True,
+                                  name="pooler")(x))
+        logits = DenseGeneral((cfg.classifier_classes,), ("mlp", None), cfg, use_bias=True,
+                              name="classifier")(x)
+        return logits.astype(jnp.float32)
+
+
 REQUIRED_FEATURES = {
     "decoder": ("decoder_input_tokens",),
     "encoder": ("encoder_input_tokens",),
@@ -264,10 +281,13 @@ class EncoderOnly(_Family):
         super().setup()
         self.encoder = Stack(self.cfg, self.cfg.num_layers, causal=False, has_cross=False,
                              token_embed=self.token_embed, name="encoder")
+        if self.cfg.classifier_classes:
+            self.classifier = ClassifierHead(self.cfg, name="classifier_head")
 
     def __call__(self, batch: Batch, *, deterministic: bool = True, decode: bool = False,
                  return_hidden: bool = False) -> Array:
-        """Logits, or with `return_hidden` the final hidden states (see DecoderOnly)."""
+        """Logits, or with `return_hidden` the final hidden states (see DecoderOnly). With
+        `classifier_classes`, `classifier_logits` gives the classification head's logits."""
         if decode:
             raise ValueError("An encoder-only model has no autoregressive decode mode.")
         check_batch(self.cfg, batch)
@@ -276,6 +296,8 @@ class EncoderOnly(_Family):
                          positions=batch.get("encoder_positions"),
                          token_types=batch.get("encoder_token_types"),
                          deterministic=deterministic)
+        if self.cfg.classifier_classes and self.is_initializing():
+            self.classifier(x)  # creates its parameters
         return x if return_hidden else self.head(x)
 
 
@@ -329,6 +351,17 @@ def head_projection(model: nn.Module, hidden: Array) -> tuple[Array, Array, Arra
     """For `model.apply(..., hidden, method=head_projection)`: the output head's (features,
     matrix, bias), which the chunked loss projects a chunk at a time (see OutputHead)."""
     return model.head(hidden, return_projection=True)
+
+
+def output_logits(model: nn.Module, hidden: Array) -> Array:
+    """For `model.apply(..., hidden, method=output_logits)`: the output head's logits."""
+    return model.head(hidden)
+
+
+def classifier_logits(model: nn.Module, hidden: Array) -> Array:
+    """For `model.apply(..., hidden, method=classifier_logits)`: the classification head's
+    logits [batch, length, classes] (an encoder with model.classifier_classes > 0)."""
+    return model.classifier(hidden)
 
 
 FAMILY_MODULES = {"decoder": DecoderOnly, "encoder": EncoderOnly,

@@ -8,6 +8,10 @@ dict of named int32 1-D features with the seqio / T5X names:
   span_corruption  encoder_input_tokens, decoder_{input,target}_tokens, ... (T5)  (denoising.py)
   prefix_lm        decoder-only: decoder_* + decoder_causal_attention (T5X)       (lm.py)
   ul2              encoder-decoder mixture of denoisers with a mode token (UL2)   (mixtures.py)
+  bart             text infilling + sentence permutation, encoder-decoder (BART) (bart.py)
+  deshuffle        unshuffle the tokens, encoder-decoder (T5 baseline)           (deshuffle.py)
+  hybrid           causal or masked next-token prediction, decoder (GPT-BERT)    (hybrid.py)
+  nsp              MLM + next-sentence prediction on [CLS] A [SEP] B [SEP] (BERT) (nsp.py)
 
 `registry.py` is the table of them: function, model family, features, lengths, default packing.
 
@@ -23,6 +27,14 @@ module level.
 """
 
 from jaxlm.conventions import EOS_ID, NUM_SENTINELS, PAD_ID, UNK_ID
+from jaxlm.objectives.bart import (
+    bart,
+    infilling_spans,
+    poisson_span_lengths,
+    sentence_ends,
+    shuffle_sentences,
+    split_sentences,
+)
 from jaxlm.objectives.common import Features, shift_right
 from jaxlm.objectives.denoising import (
     random_spans_noise_mask,
@@ -30,6 +42,8 @@ from jaxlm.objectives.denoising import (
     span_corruption_lengths,
     span_corruption_max_lengths,
 )
+from jaxlm.objectives.deshuffle import deshuffle
+from jaxlm.objectives.hybrid import hybrid, hybrid_is_causal
 from jaxlm.objectives.lm import clm, prefix_lm, prefix_lm_encoder_decoder
 from jaxlm.objectives.masking import mlm, mlm_encoder_decoder
 from jaxlm.objectives.mixtures import (
@@ -39,6 +53,7 @@ from jaxlm.objectives.mixtures import (
     ul2,
     ul2_choose_denoiser,
 )
+from jaxlm.objectives.nsp import documents, nsp, nsp_pair
 from jaxlm.objectives.registry import (
     FAMILY_FORMS,
     FORMS,
@@ -50,15 +65,19 @@ from jaxlm.objectives.registry import (
     families,
     form_name,
     get_objective,
+    model_defaults,
     objective_vocab_kwargs,
     tf_objective_fn,
 )
 
 __all__ = [
-    "DEFAULT_UL2_DENOISERS", "EOS_ID", "FAMILY_FORMS", "FORMS", "Features", "Form",
-    "NATURAL_FAMILY", "NUM_SENTINELS", "OBJECTIVES", "OUTPUT_KEYS", "PACKINGS", "PAD_ID", "UNK_ID",
-    "UL2_MODES", "Denoiser", "clm", "families", "form_name", "get_objective", "mlm",
-    "mlm_encoder_decoder", "objective_vocab_kwargs", "prefix_lm", "prefix_lm_encoder_decoder",
-    "random_spans_noise_mask", "shift_right", "span_corruption", "span_corruption_lengths",
-    "span_corruption_max_lengths", "tf_objective_fn", "ul2", "ul2_choose_denoiser",
+    "DEFAULT_UL2_DENOISERS", "Denoiser", "EOS_ID", "FAMILY_FORMS", "FORMS", "Features", "Form",
+    "NATURAL_FAMILY", "NUM_SENTINELS", "OBJECTIVES", "OUTPUT_KEYS", "PACKINGS", "PAD_ID",
+    "UL2_MODES", "UNK_ID", "bart", "clm", "deshuffle", "documents", "families", "form_name",
+    "get_objective", "hybrid", "hybrid_is_causal", "infilling_spans", "mlm", "mlm_encoder_decoder",
+    "model_defaults", "nsp", "nsp_pair", "objective_vocab_kwargs", "poisson_span_lengths",
+    "prefix_lm", "prefix_lm_encoder_decoder", "random_spans_noise_mask", "sentence_ends",
+    "shift_right", "shuffle_sentences", "span_corruption", "span_corruption_lengths",
+    "span_corruption_max_lengths", "split_sentences", "tf_objective_fn", "ul2",
+    "ul2_choose_denoiser",
 ]

@@ -18,6 +18,11 @@ import numpy as np
 
 from jaxlm.conventions import FAMILIES
 from jaxlm.objectives import denoising, lm, masking, mixtures
+# Functions, not modules: the package exports functions of these modules' own names.
+from jaxlm.objectives.bart import bart, bart_vocab_kwargs
+from jaxlm.objectives.deshuffle import deshuffle
+from jaxlm.objectives.hybrid import hybrid
+from jaxlm.objectives.nsp import nsp, nsp_stream_lengths, nsp_vocab_kwargs
 from jaxlm.objectives.common import (
     Features,
     Lengths,
@@ -40,6 +45,8 @@ class Form:
       'greedy' where it varies: see jaxlm/data/layout.py).
     adds_eos: the function ends its outputs with EOS itself (greedy documents get none).
     vocab_kwargs: vocabulary -> the keyword arguments the function takes from it.
+    model: architecture fields (jaxlm.models.ModelConfig) the features need, as (field, value)
+      pairs, applied where the config leaves them unset (NSP's token types and classifier).
     """
 
     fn: Callable[..., Features]
@@ -49,6 +56,7 @@ class Form:
     packing: str
     adds_eos: bool
     vocab_kwargs: Callable[[Any], dict[str, Any]]
+    model: tuple[tuple[str, Any], ...] = ()
 
 
 _DECODER = ("decoder_target_tokens", "decoder_input_tokens", "decoder_loss_weights")
@@ -83,6 +91,22 @@ FORMS: dict[str, Form] = {
         fn=mixtures.ul2, family="encoder_decoder", features=_ENC_DEC,
         lengths=mixtures.ul2_stream_lengths, packing="greedy", adds_eos=True,
         vocab_kwargs=mixtures.ul2_vocab_kwargs),
+    "bart": Form(
+        fn=bart, family="encoder_decoder", features=_ENC_DEC, lengths=pair_lengths,
+        packing="concat", adds_eos=True, vocab_kwargs=bart_vocab_kwargs),
+    "deshuffle": Form(
+        fn=deshuffle, family="encoder_decoder", features=_ENC_DEC,
+        lengths=pair_lengths, packing="concat", adds_eos=True, vocab_kwargs=eos_vocab_kwargs),
+    "hybrid": Form(
+        fn=hybrid, family="decoder", features=(*_DECODER, "decoder_causal_attention"),
+        lengths=same_lengths("decoder"), packing="concat", adds_eos=False,
+        vocab_kwargs=masking.mlm_vocab_kwargs),
+    # Windows of two rows: the pair fills one, the other documents supply NotNext segments.
+    "nsp": Form(
+        fn=nsp, family="encoder",
+        features=(*_ENCODER, "encoder_token_types", "encoder_nsp_labels", "encoder_nsp_weights"),
+        lengths=nsp_stream_lengths, packing="concat", adds_eos=False,
+        vocab_kwargs=nsp_vocab_kwargs, model=(("num_token_types", 2), ("classifier_classes", 2))),
 }
 
 # The objectives a config may name (config.objective): family -> form, natural family first.
@@ -92,6 +116,10 @@ FAMILY_FORMS: dict[str, dict[str, str]] = {
     "span_corruption": {"encoder_decoder": "span_corruption"},
     "prefix_lm": {"decoder": "prefix_lm", "encoder_decoder": "prefix_lm_encoder_decoder"},
     "ul2": {"encoder_decoder": "ul2"},
+    "bart": {"encoder_decoder": "bart"},
+    "deshuffle": {"encoder_decoder": "deshuffle"},
+    "hybrid": {"decoder": "hybrid"},
+    "nsp": {"encoder": "nsp"},
 }
 OBJECTIVES = tuple(FAMILY_FORMS)
 NATURAL_FAMILY = {name: next(iter(forms)) for name, forms in FAMILY_FORMS.items()}
@@ -116,6 +144,12 @@ def form_name(objective: str, family: str) -> str:
             f"{' or '.join(repr(f) for f in forms)}, got family {family!r}"
         )
     return forms[family]
+
+
+def model_defaults(objective: str, family: str) -> dict[str, Any]:
+    """The architecture fields `objective` needs on `family` (none if it cannot train it)."""
+    form = FAMILY_FORMS.get(objective, {}).get(family)
+    return dict(FORMS[form].model) if form else {}
 
 
 def objective_vocab_kwargs(name: str, vocab: Any) -> dict[str, Any]:

@@ -16,11 +16,18 @@ _KWARGS = {
     "prefix_lm_encoder_decoder": {},
     "mlm_encoder_decoder": {"vocab_size": 1000, "mask_id": MASK_ID, "special_ids": SPECIALS},
     "ul2": {"vocab_size": VOCAB, "mode_ids": MODE_IDS},
+    "bart": {"vocab_size": 1000, "mask_id": MASK_ID, "end_ids": (1, 17), "terminator_ids": (53,),
+             "space_ids": (39,)},
+    "deshuffle": {},
+    "hybrid": {"vocab_size": 1000, "mask_id": MASK_ID, "special_ids": SPECIALS},
+    "nsp": {"vocab_size": 1000, "mask_id": MASK_ID, "cls_id": 8, "sep_id": 9,
+            "special_ids": SPECIALS},
 }
 
 
 def test_registry_names_and_binding():
-    assert O.OBJECTIVES == ("clm", "mlm", "span_corruption", "prefix_lm", "ul2")
+    assert O.OBJECTIVES == ("clm", "mlm", "span_corruption", "prefix_lm", "ul2", "bart",
+                            "deshuffle", "hybrid", "nsp")
     tokens = np.arange(10, 80, dtype=np.int32)
     for name, kw in _KWARGS.items():
         fn = O.get_objective(name, **kw)
@@ -105,6 +112,15 @@ def _ul2(**kw):
         (lambda: O.get_objective("mlm", vocab_size=VOCAB, mask_id=3, mask_rate=1.5), "mask_rate"),
         (lambda: O.get_objective("mlm", mask_id=3), "vocab_size"),
         (lambda: O.get_objective("ul2", vocab_size=50, mode_ids=MODE_IDS), "vocab_size"),
+        (lambda: O.get_objective("bart", **{**_KWARGS["bart"], "mask_ratio": 1.0}), "mask_ratio"),
+        (lambda: O.get_objective("bart", **{**_KWARGS["bart"], "poisson_lambda": 0.0}),
+         "poisson_lambda"),
+        (lambda: O.get_objective("bart", **{**_KWARGS["bart"], "random_ratio": -0.5}),
+         "random_ratio"),
+        (lambda: O.get_objective("hybrid", **{**_KWARGS["hybrid"], "causal_fraction": 2.0}),
+         "causal_fraction"),
+        (lambda: O.get_objective("hybrid", **{**_KWARGS["hybrid"], "mask_rate": 0.0}),
+         "mask_rate"),
     ],
 )
 def test_bad_arguments_raise_value_error_naming_the_argument(call, arg):
@@ -127,7 +143,9 @@ def test_the_table_is_consistent():
     assert config_lib.NATURAL_FAMILY is O.NATURAL_FAMILY
     assert O.NATURAL_FAMILY == {"clm": "decoder", "mlm": "encoder",
                                 "span_corruption": "encoder_decoder", "prefix_lm": "decoder",
-                                "ul2": "encoder_decoder"}
+                                "ul2": "encoder_decoder", "bart": "encoder_decoder",
+                                "deshuffle": "encoder_decoder", "hybrid": "decoder",
+                                "nsp": "encoder"}
     for name, forms in O.FAMILY_FORMS.items():
         assert O.families(name)[0] == O.NATURAL_FAMILY[name]
         for family, form in forms.items():
@@ -139,6 +157,8 @@ def test_the_table_is_consistent():
         assert streams == ({"decoder"} if form.family == "decoder" else
                            {"encoder"} if form.family == "encoder" else {"encoder", "decoder"})
     assert set(O.OUTPUT_KEYS) == set(O.FORMS)
+    assert O.model_defaults("nsp", "encoder") == {"num_token_types": 2, "classifier_classes": 2}
+    assert O.model_defaults("clm", "decoder") == {} == O.model_defaults("nsp", "decoder")
 
 
 def test_vocabulary_kwargs_per_form():
@@ -153,5 +173,12 @@ def test_vocabulary_kwargs_per_form():
     assert O.objective_vocab_kwargs("mlm_encoder_decoder", byte) == mlm
     assert O.objective_vocab_kwargs("ul2", byte) == {"vocab_size": 384,
                                                      "mode_ids": byte.mode_ids, "eos_id": 1}
+    bart = O.objective_vocab_kwargs("bart", byte)
+    assert {k: bart[k] for k in ("terminator_ids", "eos_id", "mask_id")} == {
+        "terminator_ids": (7 + ord("!"), 7 + ord("."), 7 + ord("?")), "eos_id": 1, "mask_id": 3}
+    assert 7 + ord("\n") in bart["end_ids"] and 1 in bart["end_ids"]
+    assert {7 + ord(" "), 7 + ord("\n")} <= set(bart["space_ids"])
+    assert O.objective_vocab_kwargs("hybrid", byte) == mlm
+    assert O.objective_vocab_kwargs("deshuffle", byte) == {"eos_id": 1}
     for name in O.FORMS:  # every form binds with only its vocabulary kwargs
         O.get_objective(name, **O.objective_vocab_kwargs(name, byte))
