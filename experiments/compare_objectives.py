@@ -53,9 +53,11 @@ def main(argv: list[str]) -> int:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not flags.FLAGS["verbosity"].present:  # Orbax logs every save at INFO
         absl_logging.set_verbosity(absl_logging.WARNING)
-    if _MULTIHOST.value:
-        import jax
+    import jax
 
+    if _CONFIG.value.num_cpu_devices:  # before JAX starts: one CPU device per core
+        jax.config.update("jax_num_cpu_devices", int(_CONFIG.value.num_cpu_devices))
+    if _MULTIHOST.value:
         jax.distributed.initialize()
     try:
         compare.compare(_CONFIG.value, _WORKDIR.value)

@@ -155,6 +155,7 @@ class FinetuneResult:
     wall_time_s: float  # everything: init, compile, steps, evals
     compile_time_s: float  # the first step (compile + run)
     step_time_s: float  # mean per train step after the first, evals excluded
+    eval_correct: list[int]  # per eval example, 1 where the final model is right (for bootstraps)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -226,7 +227,8 @@ def finetune(model_cfg: ModelConfig, params: Any | None, task: Task, *, steps: i
                 pending = None
             train_loss = float(np.mean(losses[-eval_every:]))
             t = time.perf_counter()
-            accuracy = _evaluate(fns.eval_step, state.params, eval_batches, len(task.eval))
+            correct = _evaluate(fns.eval_step, state.params, eval_batches, len(task.eval))
+            accuracy = float(np.mean(correct))
             eval_time += time.perf_counter() - t
             history.append({"step": step, "accuracy": accuracy, "train_loss": train_loss})
             emit(f"  step {step:5d}/{steps}  train_loss {train_loss:.4f}  eval_accuracy "
@@ -240,7 +242,7 @@ def finetune(model_cfg: ModelConfig, params: Any | None, task: Task, *, steps: i
         final_accuracy=history[-1]["accuracy"], best_accuracy=best["accuracy"],
         best_step=int(best["step"]), final_train_loss=history[-1]["train_loss"],
         wall_time_s=time.perf_counter() - start, compile_time_s=compile_time,
-        step_time_s=train_time / max(steps - 1, 1))
+        step_time_s=train_time / max(steps - 1, 1), eval_correct=correct.astype(int).tolist())
     emit(f"final eval accuracy {result.final_accuracy:.4f} (majority "
          f"{result.majority_accuracy:.4f}); {1000 * result.step_time_s:.1f} ms/step, first step "
          f"{result.compile_time_s:.1f}s, total {result.wall_time_s:.1f}s")
@@ -297,10 +299,11 @@ def _eval_batches(family: str, task: Task, size: int,
     return batches
 
 
-def _evaluate(eval_step: Callable, params: Any, batches: list[dict], count: int) -> float:
+def _evaluate(eval_step: Callable, params: Any, batches: list[dict], count: int) -> np.ndarray:
+    """[count] bool: whether each eval example is predicted right."""
     predictions = np.concatenate([np.asarray(eval_step(params, b)) for b in batches])[:count]
     labels = np.concatenate([np.asarray(b["labels"]) for b in batches])[:count]
-    return float(np.mean(predictions == labels))
+    return predictions == labels
 
 
 @dataclasses.dataclass(frozen=True)
