@@ -1,25 +1,29 @@
 """The fair comparison of pretraining objectives: one model per objective, then one evaluation.
 
-    rows = compare(get_config(), workdir)    # pretrain, fine-tune, write results.{md,csv}, curves.png
+    rows = compare(get_config(), workdir)    # pretrain, evaluate, write results.{md,csv}, curves.png
 
 Fairness, arm by arm (an arm = objective + architecture):
 * Same data: every arm reads the same corpus in the same order (the same `seed` and data config).
-* Same pretraining tokens: each arm trains for `pretrain.tokens` tokens of corpus text, counted as
-  the text the objective consumes per step (batch x the objective's raw length: 128 for CLM, MLM
-  and prefix LM at seq_len 128; span corruption reads ~11% more text per example than its inputs
-  hold, because the dropped spans move to the targets; UL2 reads seq_len - 2), so arms differ in
-  steps, not in text. Sentinels, masks and padding are not tokens of text.
+  The default corpus is the stdlib corpus minus every held-out evaluation document
+  (`data.dataset='stdlib_heldout'`, see jaxlm/compare_eval.py), with a SentencePiece vocabulary
+  of `data.vocab_size` ids trained on its train split (cached in data_dir/vocab).
+* An explicit budget (`pretrain.budget`): 'flops' (default) gives every arm the same model
+  training FLOPs (`pretrain.flops`, counted per family by jaxlm.flops: an encoder-decoder's
+  decoder reads only the targets, so span corruption takes more steps than CLM for the same
+  FLOPs); 'tokens' gives every arm the same text (`pretrain.tokens`, counted as the text the
+  objective consumes per step: batch x the objective's raw length). The report shows both.
 * Matched parameters: the natural pairing puts CLM and prefix LM on a decoder, MLM on an encoder,
   span corruption and UL2 on an encoder-decoder. Decoder and encoder have `model.num_layers`
   layers; the encoder-decoder splits them between its stacks and narrows its d_ff to pay for the
   decoder's cross-attention, so its parameter count is within `max_param_mismatch` (10%) of the
   decoder's (checked; the counts are in the results). `same_architecture=True` instead runs every
   objective that has an encoder-decoder form on the same encoder-decoder (the T5 paper's Table 4).
-* Same downstream evaluation: each pretrained model, and a randomly initialised one per
-  architecture (the no-pretraining baseline), is fine-tuned with `jaxlm.finetune` on the same task,
-  steps, batch size, learning rate and seed, and scored by the final eval accuracy.
-FLOPs are reported, not matched: at equal text, an encoder-decoder spends fewer FLOPs on span
-corruption (its decoder reads only the ~15% of targets) than a decoder spends on CLM.
+* Same evaluation (jaxlm/compare_eval.py): each pretrained model, and a randomly initialised one
+  per architecture (the no-pretraining baseline), gets the same frozen-feature probes, low-data
+  fine-tuning and zero-shot minimal pairs on held-out documents; jaxlm/report.py turns the
+  correctness matrices into intervals and paired significance tests.
+Speed: on CPU the script splits the host into `num_cpu_devices` devices (one per core) and every
+arm trains data parallel over them; the trainer never waits on the host inside the step loop.
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ def get_config() -> ml_collections.ConfigDict:
         budget="flops",  # flops: the same model FLOPs per arm | tokens: the same text per arm
         flops=8e12,  # model training FLOPs per arm (jaxlm.flops), with budget=flops
         tokens=1_048_576,  # text tokens per arm, with budget=tokens
-        batch_size=64, learning_rate=2e-3, schedule="cosine", warmup_steps=30,
+        batch_size=16, learning_rate=2e-3, schedule="cosine", warmup_steps=20,
         log_every=25, eval_batches=4))
     # The pretraining optimizer: jaxlm/config.py's optim.name, weight_decay, grad_clip_norm and
     # adafactor.* (T5's Adafactor: name='adafactor', weight_decay=0, grad_clip_norm=0).
@@ -178,20 +182,6 @@ def plan(c: ml_collections.ConfigDict) -> list[Arm]:
 
 
 BUDGETS = ("flops", "tokens")
-
-
-def pretraining_dataset(c: ml_collections.ConfigDict, workdir: str) -> tuple[str, str | None]:
-    """(data.dataset, data.data_dir) the arms pretrain on; `stdlib_heldout` is prepared here as
-    a text_files dataset in data_dir (default WORKDIR/data)."""
-    if c.data.dataset != "stdlib_heldout":
-        return c.data.dataset, c.data.data_dir
-    from jaxlm.data.text_files import text_files_builder
-
-    data_dir = c.data.data_dir or os.path.join(os.path.abspath(workdir), "data")
-    path = compare_eval.pretraining_corpus(os.path.join(data_dir, "stdlib_heldout"))
-    name = os.path.splitext(os.path.basename(path))[0]
-    text_files_builder(path, data_dir=data_dir, name=name)
-    return f"text_files/{name}", data_dir
 
 
 def pretrain_config(c: ml_collections.ConfigDict, arm: Arm, seed: int,
@@ -371,7 +361,7 @@ def compare(c: ml_collections.ConfigDict, workdir: str,
     os.makedirs(workdir, exist_ok=True)
     _write_json(os.path.join(workdir, "comparison_config.json"), c.to_dict())
     c = ml_collections.ConfigDict(c.to_dict())  # a copy: the resolved dataset goes into it
-    c.data.dataset, c.data.data_dir = pretraining_dataset(c, workdir)
+    c.data.dataset, c.data.data_dir = compare_eval.pretraining_dataset(c.data, workdir)
     vocab = trainer.setup(pretrain_config(c, arms[0], 0, 1))[2].vocab
     suite = compare_eval.build_suite(vocab, c.evaluation)
     say(suite.summary())

@@ -110,6 +110,20 @@ def pretraining_corpus(directory: str) -> str:
     return path
 
 
+def pretraining_dataset(data: ml_collections.ConfigDict, workdir: str) -> tuple[str, str | None]:
+    """(data.dataset, data.data_dir) the arms pretrain on; `stdlib_heldout` is prepared here as
+    a text_files dataset in data_dir (default WORKDIR/data)."""
+    if data.dataset != "stdlib_heldout":
+        return data.dataset, data.data_dir
+    from jaxlm.data.text_files import text_files_builder
+
+    data_dir = data.data_dir or os.path.join(os.path.abspath(workdir), "data")
+    path = pretraining_corpus(os.path.join(data_dir, "stdlib_heldout"))
+    name = os.path.splitext(os.path.basename(path))[0]
+    text_files_builder(path, data_dir=data_dir, name=name)
+    return f"text_files/{name}", data_dir
+
+
 # --------------------------------------------------------------------------------------------------
 # The suite: what every model is scored on
 

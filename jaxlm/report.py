@@ -260,11 +260,13 @@ def plot(results: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], path
     fig, axes = plt.subplots(1, 1 + len(METRICS), figsize=(22, 5.5),
                              gridspec_kw={"width_ratios": [1.3] + [1] * len(METRICS)})
     ax = axes[0]
-    for label, (x, losses) in _curves(results).items():
+    curves = _curves(results)
+    for label, (x, losses) in curves.items():
         ax.plot(x, losses, label=label)
     ax.set(xlabel="pretraining model FLOPs", ylabel="train loss (per objective)",
            title="Pretraining", yscale="log")
-    ax.legend(fontsize=8)
+    if curves:
+        ax.legend(fontsize=8)
     ordered = sorted(rows, key=lambda r: (r["architecture"], r["objective"] == "none",
                                           r["objective"]))
     labels = [f"{r['objective']} ({r['architecture']})" for r in ordered]
