@@ -208,20 +208,27 @@ def features(model: Any, params: Any, family: str, tokens: np.ndarray,
     return x
 
 
+def differing_positions(original: np.ndarray, altered: np.ndarray,
+                        sentinel_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """([P, L], [P, L]) bool: each side's tokens between the pair's common prefix and suffix
+    (`pairs.infilling_examples` finds them; `sentinel_id` is any id the texts never hold)."""
+    inputs, target_a, target_b = pairs_lib.infilling_examples(original, altered, sentinel_id)
+    start = np.argmax(inputs == sentinel_id, axis=1)[:, None]
+    cols = np.arange(original.shape[1])[None]
+    # A target is `sentinel region EOS`: the region is 2 tokens shorter than the target.
+    return tuple((cols >= start) & (cols < start + (t != 0).sum(1, keepdims=True) - 2)
+                 for t in (target_a, target_b))
+
+
 def _encoder_region_scores(model: Any, params: Any, pairs: pairs_lib.MinimalPairs,
                            vocab: Vocabulary, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Each side's masked log-likelihood of the tokens where the pair differs (module doc)."""
-    sentinel = vocab.sentinel_id(0)
-    inputs, target_a, target_b = pairs_lib.infilling_examples(
-        pairs.original_tokens, pairs.altered_tokens, sentinel)
-    start = np.argmax(inputs == sentinel, axis=1)[:, None]
-    out = []
-    for tokens, target in ((pairs.original_tokens, target_a), (pairs.altered_tokens, target_b)):
-        stop = start + (target != 0).sum(1, keepdims=True) - 2  # minus the sentinel and EOS
-        cols = np.arange(tokens.shape[1])[None]
-        out.append(pairs_lib.score_encoder(model, params, tokens, vocab.mask_id, batch_size,
-                                           scored=(cols >= start) & (cols < stop)))
-    return out[0], out[1]
+    masks = differing_positions(pairs.original_tokens, pairs.altered_tokens,
+                                vocab.sentinel_id(0))
+    a, b = (pairs_lib.score_encoder(model, params, tokens, vocab.mask_id, batch_size,
+                                    scored=mask)
+            for tokens, mask in zip((pairs.original_tokens, pairs.altered_tokens), masks))
+    return a, b
 
 
 def zero_shot(model: Any, params: Any, family: str, suite: Suite, vocab: Vocabulary,

@@ -113,3 +113,28 @@ def test_an_unknown_budget_is_refused(tmp_path):
     c.pretrain.budget = "steps"
     with pytest.raises(ConfigError, match="pretrain.budget='steps'"):
         compare.steps_for(c, compare.plan(c)[0], 0)
+
+
+def test_the_encoder_scores_only_where_a_pair_differs():
+    from jaxlm.data.tokenizer import ByteVocabulary
+    from jaxlm.data.tasks import encode_texts
+    from jaxlm.evaluation.pairs import score_encoder
+    from jaxlm.models import build_model
+    from jaxlm.models.config import ModelConfig
+
+    vocab = ByteVocabulary()
+    a, _ = encode_texts(vocab, [("the cat sat",), ("a dog ran far",)], 16)
+    b, _ = encode_texts(vocab, [("cat the sat",), ("a dog ate far",)], 16)
+    mask_a, mask_b = compare_eval.differing_positions(a, b, vocab.sentinel_id(0))
+    # "the cat" / "cat the": no common prefix, common suffix " sat" + EOS, so bytes 0-6;
+    # "ran" / "ate": bytes 6-8.
+    assert np.flatnonzero(mask_a[0]).tolist() == list(range(7))
+    assert np.flatnonzero(mask_b[1]).tolist() == [6, 7, 8]
+    assert (mask_a == mask_b).all()
+    cfg = ModelConfig(family="encoder", vocab_size=vocab.vocab_size, d_model=32, num_heads=2,
+                      d_ff=64, num_layers=1)
+    model = build_model(cfg)
+    params = compare_eval.random_params(cfg, 0)
+    full = score_encoder(model, params, a, vocab.mask_id, 8)
+    region = score_encoder(model, params, a, vocab.mask_id, 8, scored=mask_a)
+    assert np.all(region > full) and np.all(region < 0)  # fewer (negative) terms in the sum
