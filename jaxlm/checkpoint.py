@@ -148,3 +148,33 @@ class PreemptionWatcher:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedRun:
+    """A run directory's model, newest params, vocabulary and resolved run config."""
+
+    model: Any  # the Flax module: model.apply({'params': params}, batch, return_hidden=True)
+    params: Any
+    vocab: Any  # jaxlm.data.tokenizer.Vocabulary
+    config: dict  # WORKDIR/config.json
+    model_config: Any  # jaxlm.models.ModelConfig
+
+
+def load_run(run_dir: str, step: int | None = None) -> LoadedRun:
+    """The model of a run directory written by experiments/pretrain.py or by one arm of the
+    objective comparison (WORKDIR/seed_<n>/<objective>-<architecture>/): its params (the newest
+    checkpoint without `step`), model, vocabulary (the run's data.vocab; a trained SentencePiece
+    model is read from its cache in the run's data_dir) and config.json."""
+    from jaxlm.data.sources import DataConfig, make_vocabulary
+    from jaxlm.finetune import load_pretrained, read_run_config
+    from jaxlm.models import build_model
+
+    config = read_run_config(run_dir)
+    if not config:
+        raise FileNotFoundError(f"{run_dir!r} has no config.json: not a jaxlm run directory.")
+    model_config, params = load_pretrained(run_dir, step)
+    fields = {f.name for f in dataclasses.fields(DataConfig)}
+    data = DataConfig(**{k: v for k, v in config.get("data", {}).items() if k in fields})
+    return LoadedRun(build_model(model_config), params, make_vocabulary(data), config,
+                     model_config)

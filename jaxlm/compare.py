@@ -1,25 +1,29 @@
 """The fair comparison of pretraining objectives: one model per objective, then one evaluation.
 
-    rows = compare(get_config(), workdir)    # pretrain, fine-tune, write results.{md,csv}, curves.png
+    rows = compare(get_config(), workdir)    # pretrain, evaluate, write results.{md,csv}, curves.png
 
 Fairness, arm by arm (an arm = objective + architecture):
 * Same data: every arm reads the same corpus in the same order (the same `seed` and data config).
-* Same pretraining tokens: each arm trains for `pretrain.tokens` tokens of corpus text, counted as
-  the text the objective consumes per step (batch x the objective's raw length: 128 for CLM, MLM
-  and prefix LM at seq_len 128; span corruption reads ~11% more text per example than its inputs
-  hold, because the dropped spans move to the targets; UL2 reads seq_len - 2), so arms differ in
-  steps, not in text. Sentinels, masks and padding are not tokens of text.
+  The default corpus is the stdlib corpus minus every held-out evaluation document
+  (`data.dataset='stdlib_heldout'`, see jaxlm/compare_eval.py), with a SentencePiece vocabulary
+  of `data.vocab_size` ids trained on its train split (cached in data_dir/vocab).
+* An explicit budget (`pretrain.budget`): 'flops' (default) gives every arm the same model
+  training FLOPs (`pretrain.flops`, counted per family by jaxlm.flops: an encoder-decoder's
+  decoder reads only the targets, so span corruption takes more steps than CLM for the same
+  FLOPs); 'tokens' gives every arm the same text (`pretrain.tokens`, counted as the text the
+  objective consumes per step: batch x the objective's raw length). The report shows both.
 * Matched parameters: the natural pairing puts CLM and prefix LM on a decoder, MLM on an encoder,
   span corruption and UL2 on an encoder-decoder. Decoder and encoder have `model.num_layers`
   layers; the encoder-decoder splits them between its stacks and narrows its d_ff to pay for the
   decoder's cross-attention, so its parameter count is within `max_param_mismatch` (10%) of the
   decoder's (checked; the counts are in the results). `same_architecture=True` instead runs every
   objective that has an encoder-decoder form on the same encoder-decoder (the T5 paper's Table 4).
-* Same downstream evaluation: each pretrained model, and a randomly initialised one per
-  architecture (the no-pretraining baseline), is fine-tuned with `jaxlm.finetune` on the same task,
-  steps, batch size, learning rate and seed, and scored by the final eval accuracy.
-FLOPs are reported, not matched: at equal text, an encoder-decoder spends fewer FLOPs on span
-corruption (its decoder reads only the ~15% of targets) than a decoder spends on CLM.
+* Same evaluation (jaxlm/compare_eval.py): each pretrained model, and a randomly initialised one
+  per architecture (the no-pretraining baseline), gets the same frozen-feature probes, low-data
+  fine-tuning and zero-shot minimal pairs on held-out documents; jaxlm/report.py turns the
+  correctness matrices into intervals and paired significance tests.
+Speed: on CPU the script splits the host into `num_cpu_devices` devices (one per core) and every
+arm trains data parallel over them; the trainer never waits on the host inside the step loop.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ import jax
 import ml_collections
 import numpy as np
 
+from jaxlm import compare_eval
 from jaxlm import config as config_lib
+from jaxlm import flops as flops_lib
 from jaxlm import objectives as objectives_lib
 from jaxlm import trainer
 
@@ -48,32 +54,40 @@ ENCODER_DECODER_FORMS = tuple(
 
 
 def get_config() -> ml_collections.ConfigDict:
-    """The offline default: a ~0.2M-parameter model per objective, 2 CPU cores, < 20 minutes."""
+    """The offline default: 5 arms of ~4M parameters on 2 CPU cores, 3 baselines, < 20 minutes."""
     c = ml_collections.ConfigDict()
     c.objectives = ",".join(DEFAULT_OBJECTIVES)  # comma-separated subset of NATURAL
     c.same_architecture = False  # True: every objective on the encoder-decoder (T5 Table 4)
-    c.seeds = 1  # repeats with seeds 0..n-1 (pretraining and fine-tuning); mean +- std
+    c.seeds = 1  # pretraining seeds 0..n-1 (each arm and baseline once per seed)
     c.max_param_mismatch = 0.10  # parameter counts of the arms must agree within this
+    c.num_cpu_devices = 2  # on CPU: one device per core, data parallel (set before JAX starts)
     c.model = ml_collections.ConfigDict(dict(
-        preset="tiny",  # the generic recipe (pre-LN, RMSNorm, rotary); sizes below override it
-        d_model=64, num_heads=4, d_ff=256,
+        preset="tiny",  # the generic recipe (pre-LN, RMSNorm, rotary, tied embeddings)
+        d_model=256, num_heads=4, d_ff=512, mlp_activation="geglu_tanh",
         num_layers=4,  # decoder / encoder layers; the encoder-decoder splits them (see above)
-        dropout_rate=0.0))
+        max_len=512, dropout_rate=0.0))
     c.data = ml_collections.ConfigDict(dict(
-        dataset="stdlib_docs", data_dir=ml_collections.FieldReference(None, field_type=str),
-        vocab="byte", vocab_size=ml_collections.FieldReference(None, field_type=int),
+        # stdlib_heldout: the stdlib corpus minus every held-out evaluation document
+        # (jaxlm/compare_eval.py); or any TFDS name (c4/en:3.1.0 ...)
+        dataset="stdlib_heldout", data_dir=ml_collections.FieldReference(None, field_type=str),
+        vocab="sentencepiece", vocab_size=ml_collections.FieldReference(4096, field_type=int),
         seq_len=128, shuffle_buffer=2048, window=256,
         shards=1))  # -1 on pods: every host reads its own part (see jaxlm/config.py)
     c.pretrain = ml_collections.ConfigDict(dict(
-        tokens=1_048_576,  # text tokens per arm (2^20); the T5 paper's Table 4 used 2^35
-        batch_size=32, learning_rate=3e-3, schedule="cosine", warmup_steps=30,
+        budget="flops",  # flops: the same model FLOPs per arm | tokens: the same text per arm
+        flops=8e12,  # model training FLOPs per arm (jaxlm.flops), with budget=flops
+        tokens=1_048_576,  # text tokens per arm, with budget=tokens
+        batch_size=16, learning_rate=2e-3, schedule="cosine", warmup_steps=20,
         log_every=25, eval_batches=4))
     # The pretraining optimizer: jaxlm/config.py's optim.name, weight_decay, grad_clip_norm and
     # adafactor.* (T5's Adafactor: name='adafactor', weight_decay=0, grad_clip_norm=0).
     optim = config_lib.get_config().optim
     c.pretrain.optim = ml_collections.ConfigDict(
         {k: optim[k] for k in ("name", "weight_decay", "grad_clip_norm", "adafactor")})
+    c.evaluation = compare_eval.get_config()
     c.finetune = ml_collections.ConfigDict(dict(
+        mode="lowdata",  # lowdata: evaluation.finetune_* on the held-out suite | full: also the
+        # whole train split of each of `tasks` (GLUE from a tfds data_dir)
         tasks="stdlib_modules",  # comma-separated: stdlib_modules, glue/sst2, glue/mnli, ...
         steps=200, batch_size=32, learning_rate=1e-3, eval_every=100, seq_len=128,
         dropout=0.1))
@@ -129,29 +143,21 @@ def _count_params(cfg: Any) -> int:
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
 
 
-def _row(arm: Arm, cfg: Any, seed: int, run_dir: str, downstream: dict[str, Any],
-         start: float, **pretraining: Any) -> dict[str, Any]:
-    """One result.json: the arm, its architecture, its pretraining and downstream numbers."""
-    layers = (f"{cfg.num_layers}+{cfg.decoder_layers}" if cfg.family == "encoder_decoder"
-              else str(cfg.num_layers))
-    return {"objective": pretraining.pop("objective", arm.objective), "family": arm.family,
-            "seed": seed, "params": _count_params(cfg), "layers": layers, "d_ff": cfg.d_ff,
-            **pretraining, "downstream": downstream, "run_dir": run_dir,
-            "wall_seconds": time.perf_counter() - start}
-
-
 def matched_encoder_decoder(model: dict[str, Any]) -> dict[str, Any]:
     """The encoder-decoder of about the decoder's parameter count: num_layers split between the
     stacks (encoder gets the extra one if odd), d_ff narrowed (to a multiple of 64, or of 8 when
-    small) so the block
-    matrices add up to the decoder's, paying for cross-attention."""
+    small) so the block matrices add up to the decoder's, paying for cross-attention."""
+    from jaxlm.models.config import GATED_ALIASES
+
     d, layers, d_ff = model["d_model"], model["num_layers"], model["d_ff"]
+    mlp_matrices = 3 if model.get("mlp_gated") or model.get("mlp_activation") in GATED_ALIASES \
+        else 2
     encoder = (layers + 1) // 2
     decoder = max(layers - encoder, 1)
     attention = 4 * d * d
-    target = layers * (attention + 2 * d * d_ff)
+    target = layers * (attention + mlp_matrices * d * d_ff)
     mlp_budget = target - (encoder + 2 * decoder) * attention
-    narrowed = mlp_budget / (2 * d * (encoder + decoder))
+    narrowed = mlp_budget / (mlp_matrices * d * (encoder + decoder))
     quantum = 64 if narrowed >= 1024 else 8  # MXU-friendly when it costs little precision
     narrowed = max(quantum, int(round(narrowed / quantum)) * quantum)
     return {**model, "num_layers": encoder, "num_decoder_layers": decoder, "d_ff": narrowed}
@@ -178,9 +184,13 @@ def plan(c: ml_collections.ConfigDict) -> list[Arm]:
     return arms
 
 
+BUDGETS = ("flops", "tokens")
+
+
 def pretrain_config(c: ml_collections.ConfigDict, arm: Arm, seed: int,
                     steps: int) -> ml_collections.ConfigDict:
-    """The trainer config of one arm (jaxlm.config fields; see `get_config` for the values)."""
+    """The trainer config of one arm (jaxlm.config fields; see `get_config` for the values).
+    `c.data.dataset` must name a TFDS dataset here (`pretraining_dataset` resolves it)."""
     config = config_lib.get_config()
     config.seed = seed
     config.objective = arm.objective
@@ -206,11 +216,24 @@ def pretrain_config(c: ml_collections.ConfigDict, arm: Arm, seed: int,
     return config
 
 
-def steps_for(c: ml_collections.ConfigDict, arm: Arm, seed: int) -> tuple[int, int]:
-    """(steps, text tokens per step) that spend `pretrain.tokens` on this arm."""
-    _, _, pipeline = trainer.setup(pretrain_config(c, arm, seed, 1))
-    per_step = c.pretrain.batch_size * pipeline.layout.raw_len
-    return max(1, int(round(c.pretrain.tokens / per_step))), per_step
+def steps_for(c: ml_collections.ConfigDict, arm: Arm, seed: int) -> tuple[int, int, float]:
+    """(steps, text tokens per step, model FLOPs per step) that spend the arm's budget: the same
+    FLOPs (`pretrain.budget='flops'`) or the same text (`'tokens'`) for every arm."""
+    if c.pretrain.budget not in BUDGETS:
+        raise config_lib.ConfigError(f"pretrain.budget={c.pretrain.budget!r} is invalid: "
+                                     f"expected one of {', '.join(BUDGETS)}")
+    run, _, pipeline = trainer.setup(pretrain_config(c, arm, seed, 1))
+    lengths = trainer.stream_lengths(pipeline)
+    cfg = run.model
+    if cfg.family == "encoder_decoder":
+        per_example = flops_lib.training_flops(cfg, lengths["encoder"], lengths["decoder"])
+    else:
+        per_example = flops_lib.training_flops(cfg, lengths[next(iter(lengths))])
+    text_per_step = c.pretrain.batch_size * pipeline.layout.raw_len
+    flops_per_step = float(c.pretrain.batch_size * per_example)
+    budget, per_step = ((c.pretrain.flops, flops_per_step) if c.pretrain.budget == "flops"
+                        else (c.pretrain.tokens, text_per_step))
+    return max(1, int(round(budget / per_step))), text_per_step, flops_per_step
 
 
 def _read_json(path: str) -> dict[str, Any] | None:
@@ -226,60 +249,106 @@ def _write_json(path: str, value: Any) -> None:
     os.replace(path + ".tmp", path)
 
 
-def run_arm(c: ml_collections.ConfigDict, arm: Arm, seed: int, tasks: list[Any], workdir: str,
-            say: Callable[[str], None]) -> dict[str, Any]:
-    """Pretrains one arm (resuming if interrupted) and fine-tunes it on every task; the result
-    is kept in WORKDIR/seed_S/ARM/result.json, so a rerun skips finished arms."""
-    from jaxlm.finetune import finetune, load_pretrained
+def _speed(run_dir: str) -> dict[str, float | None]:
+    """Pretraining MFU, tokens/s (means over the logged intervals) and compile seconds."""
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        train = [r for r in map(json.loads, f) if r["split"] == "train"]
+    mfu = [r["mfu"] for r in train if "mfu" in r]
+    speed = [r["tokens_per_second"] for r in train if "tokens_per_second" in r]
+    compile_s = [r["compile_seconds"] for r in train if "compile_seconds" in r]
+    return {"pretraining_mfu": float(np.mean(mfu)) if mfu else None,
+            "pretraining_tokens_per_second": float(np.mean(speed)) if speed else None,
+            "compile_seconds": float(sum(compile_s))}
 
-    run_dir = os.path.join(workdir, f"seed_{seed}", arm.name)
+
+@dataclasses.dataclass
+class _Shared:
+    """What every arm's evaluation reads: the config, the vocabulary and the suite."""
+
+    c: ml_collections.ConfigDict
+    workdir: str
+    vocab: Any
+    suite: compare_eval.Suite
+    tasks: list[Any]
+    say: Callable[[str], None]
+
+
+def _evaluate(s: _Shared, cfg: Any, params: Any, objective: str, seed: int,
+              run_dir: str) -> dict[str, Any]:
+    """Scores one model, keeps the matrices in RUN_DIR/evaluation.npz; the full-data fine-tuning
+    results of `finetune.mode='full'`."""
+    from jaxlm.finetune import finetune
+
+    start = time.perf_counter()
+    scores = compare_eval.evaluate(cfg, params, s.suite, s.c.evaluation, s.vocab,
+                                   objective=objective, seed=seed, say=s.say)
+    downstream = {}
+    if s.c.finetune.mode == "full":
+        f = s.c.finetune
+        for task in s.tasks:
+            result = finetune(cfg, params, task, steps=f.steps, batch_size=f.batch_size,
+                              learning_rate=f.learning_rate, eval_every=f.eval_every,
+                              dropout=f.dropout, seed=seed, log=s.say)
+            scores[f"full/{task.name}"] = np.asarray(result.eval_correct, np.float64)
+            downstream[task.name] = {k: v for k, v in result.to_dict().items()
+                                     if k != "eval_correct"}
+    np.savez(os.path.join(run_dir, "evaluation.npz"), **scores)
+    return {"downstream": downstream, "eval_seconds": time.perf_counter() - start}
+
+
+def run_arm(s: _Shared, arm: Arm, seed: int) -> dict[str, Any]:
+    """Pretrains one arm (resuming if interrupted) and evaluates it; the result is kept in
+    WORKDIR/seed_S/ARM/result.json (+ evaluation.npz), so a rerun skips finished arms."""
+    from jaxlm.finetune import load_pretrained
+
+    run_dir = os.path.join(s.workdir, f"seed_{seed}", arm.name)
     done = _read_json(os.path.join(run_dir, "result.json"))
     if done is not None:
-        say(f"{arm.name} seed {seed}: done before ({os.path.join(run_dir, 'result.json')})")
+        s.say(f"{arm.name} seed {seed}: done before ({os.path.join(run_dir, 'result.json')})")
         return done
-    steps, text_per_step = steps_for(c, arm, seed)
     start = time.perf_counter()
-    summary = trainer.train(pretrain_config(c, arm, seed, steps), run_dir, say=say)
+    steps, text_per_step, flops_per_step = steps_for(s.c, arm, seed)
+    summary = trainer.train(pretrain_config(s.c, arm, seed, steps), run_dir, say=s.say)
     if summary.stopped == "preempted":  # saved; the same command resumes this arm
         raise Preempted(f"{arm.name} seed {seed} stopped at step {summary.final_step}")
     pretrain_seconds = time.perf_counter() - start
-    model_cfg, params = load_pretrained(run_dir)
-    downstream = {}
-    for task in tasks:
-        result = finetune(model_cfg, params, task, **_finetune_kwargs(c, seed), log=say)
-        downstream[task.name] = result.to_dict()
-    result = _row(arm, model_cfg, seed, run_dir, downstream, start, steps=steps,
-                  text_tokens=steps * text_per_step, flops=summary.flops_per_step * steps,
-                  train_loss=summary.train.get("loss"), eval_loss=summary.eval.get("loss"),
-                  pretrain_seconds=pretrain_seconds)
+    cfg, params = load_pretrained(run_dir)
+    result = {"objective": arm.objective, "family": arm.family, "seed": seed,
+              "params": _count_params(cfg), "layers": _layers(cfg), "d_ff": cfg.d_ff,
+              "steps": steps, "text_tokens": steps * text_per_step,
+              "flops": steps * flops_per_step, **_speed(run_dir),
+              "train_loss": summary.train.get("loss"), "eval_loss": summary.eval.get("loss"),
+              "pretrain_seconds": pretrain_seconds, "run_dir": run_dir}
+    result.update(_evaluate(s, cfg, params, arm.objective, seed, run_dir))
+    result["wall_seconds"] = time.perf_counter() - start
     _write_json(os.path.join(run_dir, "result.json"), result)
     return result
 
 
-def _finetune_kwargs(c: ml_collections.ConfigDict, seed: int) -> dict[str, Any]:
-    f = c.finetune
-    return dict(steps=f.steps, batch_size=f.batch_size, learning_rate=f.learning_rate,
-                eval_every=f.eval_every, dropout=f.dropout, seed=seed)
+def _layers(cfg: Any) -> str:
+    return (f"{cfg.num_layers}+{cfg.decoder_layers}" if cfg.family == "encoder_decoder"
+            else str(cfg.num_layers))
 
 
-def run_baseline(c: ml_collections.ConfigDict, arm: Arm, seed: int, tasks: list[Any],
-                 workdir: str, say: Callable[[str], None]) -> dict[str, Any]:
-    """The no-pretraining row of an architecture: the same fine-tuning from a random init."""
-    from jaxlm.finetune import finetune
-
-    run_dir = os.path.join(workdir, f"seed_{seed}", f"none-{arm.family}")
+def run_baseline(s: _Shared, arm: Arm, seed: int) -> dict[str, Any]:
+    """The no-pretraining row of an architecture: the same evaluation of a random init."""
+    run_dir = os.path.join(s.workdir, f"seed_{seed}", f"none-{arm.family}")
     done = _read_json(os.path.join(run_dir, "result.json"))
     if done is not None:
         return done
     os.makedirs(run_dir, exist_ok=True)
     start = time.perf_counter()
     # The model config alone (no pipeline): the architecture the arm pretrains.
-    model_cfg = config_lib.resolve(pretrain_config(c, arm, seed, 1)).model
-    downstream = {task.name: finetune(model_cfg, None, task, **_finetune_kwargs(c, seed),
-                                      log=say).to_dict() for task in tasks}
-    result = _row(arm, model_cfg, seed, run_dir, downstream, start, objective="none", steps=0,
-                  text_tokens=0, flops=0.0, train_loss=None, eval_loss=None,
-                  pretrain_seconds=0.0)
+    cfg = config_lib.resolve(pretrain_config(s.c, arm, seed, 1)).model
+    result = {"objective": "none", "family": arm.family, "seed": seed,
+              "params": _count_params(cfg), "layers": _layers(cfg), "d_ff": cfg.d_ff,
+              "steps": 0, "text_tokens": 0, "flops": 0.0, "pretraining_mfu": None,
+              "pretraining_tokens_per_second": None, "compile_seconds": 0.0,
+              "train_loss": None, "eval_loss": None, "pretrain_seconds": 0.0,
+              "run_dir": run_dir}
+    result.update(_evaluate(s, cfg, compare_eval.random_params(cfg, seed), "none", seed,
+                            run_dir))
+    result["wall_seconds"] = time.perf_counter() - start
     _write_json(os.path.join(run_dir, "result.json"), result)
     return result
 
@@ -294,12 +363,20 @@ def compare(c: ml_collections.ConfigDict, workdir: str,
     arms = plan(c)
     os.makedirs(workdir, exist_ok=True)
     _write_json(os.path.join(workdir, "comparison_config.json"), c.to_dict())
+    c = ml_collections.ConfigDict(c.to_dict())  # a copy: the resolved dataset goes into it
+    c.data.dataset, c.data.data_dir = compare_eval.pretraining_dataset(c.data, workdir)
     vocab = trainer.setup(pretrain_config(c, arms[0], 0, 1))[2].vocab
-    tasks = [load_task(name.strip(), vocab=vocab, seq_len=c.finetune.seq_len,
-                       data_dir=c.data.data_dir)
-             for name in str(c.finetune.tasks).split(",") if name.strip()]
-    for task in tasks:
-        say(task.summary())
+    suite = compare_eval.build_suite(vocab, c.evaluation)
+    say(suite.summary())
+    tasks = []
+    if c.finetune.mode == "full":
+        tasks = [load_task(name.strip(), vocab=vocab, seq_len=c.finetune.seq_len,
+                           data_dir=c.data.data_dir)
+                 for name in str(c.finetune.tasks).split(",") if name.strip()]
+    elif c.finetune.mode != "lowdata":
+        raise config_lib.ConfigError(f"finetune.mode={c.finetune.mode!r} is invalid: expected "
+                                     "lowdata or full")
+    shared = _Shared(c, workdir, vocab, suite, tasks, say)
     baselines = list({a.family: a for a in arms}.values())
     total = c.seeds * (len(arms) + len(baselines))
     results, done = [], 0
@@ -307,13 +384,13 @@ def compare(c: ml_collections.ConfigDict, workdir: str,
         for arm in arms:
             done += 1
             say(f"[{done}/{total}] seed {seed}: pretraining {arm.objective} on the {arm.family}, "
-                f"then fine-tuning ({time.perf_counter() - started:.0f}s so far)")
-            results.append(run_arm(c, arm, seed, tasks, workdir, say))
+                f"then evaluating ({time.perf_counter() - started:.0f}s so far)")
+            results.append(run_arm(shared, arm, seed))
         for arm in baselines:
             done += 1
             say(f"[{done}/{total}] seed {seed}: no-pretraining baseline on the {arm.family}")
-            results.append(run_baseline(c, arm, seed, tasks, workdir, say))
-    write_report(results, tasks, workdir, same_architecture=bool(c.same_architecture))
+            results.append(run_baseline(shared, arm, seed))
+    write_report(results, workdir, c, wall_seconds=time.perf_counter() - started)
     say(f"wrote {os.path.join(workdir, 'results.md')}, results.csv and curves.png in "
         f"{time.perf_counter() - started:.0f}s")
     return results

@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax.traverse_util import flatten_dict, unflatten_dict
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxlm import io, sharding
 from jaxlm.data.tasks import Task
@@ -62,7 +62,7 @@ from jaxlm.models.transformer import FAMILY_MODULES, decoder_valid, encoder_vali
 from jaxlm.losses import token_loss, weighted_sums
 from jaxlm.optim import OptimConfig, make_optimizer
 from jaxlm.train import (LossFn, TrainState, batch_rows_sharding, create_train_state,
-                         jit_eval_step, jit_train_step)
+                         jit_train_step)
 
 logger = logging.getLogger(__name__)
 Array = jax.Array
@@ -160,23 +160,31 @@ class ClassifierSteps:
             loss_fn = classification_loss(self.model)
             self.jitted = (jit_train_step(self.model, self.optim_cfg, shardings, self.mesh,
                                           rules=self.rules, loss_fn=loss_fn),
-                           jit_eval_step(loss_fn, shardings.params, self.mesh, self.rules))
+                           jax.jit(self._predict, in_shardings=(
+                               shardings.params, batch_rows_sharding(self.mesh)),
+                               out_shardings=NamedSharding(self.mesh, PartitionSpec())))
         if pretrained is not None:  # AdamW's state (zero moments, a count) stays as it is
             backbone = jax.device_put(_match_backbone(pretrained, state.params["backbone"]),
                                       shardings.params["backbone"])
             state = state.replace(params={**state.params, "backbone": backbone})
         return state
 
+    def _predict(self, params: Any, batch: dict) -> Array:
+        return jnp.argmax(self.model.apply({"params": params}, batch), axis=-1)
+
     def train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         with sharding.activate(self.mesh, self.rules):
             return self.jitted[0](state, batch)
 
-    def accuracy(self, params: Any, batches: list[dict]) -> float:
-        """Accuracy over `batches`, each example weighted by its `label_weights`."""
+    def correct(self, params: Any, batches: list[dict]) -> np.ndarray:
+        """[examples] bool: whether each example of `batches` (padding rows, whose
+        `label_weights` are 0, left out) is predicted right, for per-example bootstraps."""
         with sharding.activate(self.mesh, self.rules):
-            sums = jax.device_get([self.jitted[1](params, b) for b in batches])
-        correct, total = (sum(float(x[k]) for x in sums) for k in ("correct_sum", "weight_sum"))
-        return correct / total
+            predictions = jax.device_get([self.jitted[1](params, b) for b in batches])
+        right = [np.asarray(p) == np.asarray(b["labels"]) for p, b in zip(predictions, batches)]
+        keep = [np.asarray(b.get("label_weights", np.ones(len(b["labels"])))) > 0
+                for b in batches]
+        return np.concatenate([r[k] for r, k in zip(right, keep)])
 
     def put(self, batch: dict) -> dict:
         """Host batch -> device arrays split over the data-parallel axes."""
@@ -237,6 +245,7 @@ class FinetuneResult:
     wall_time_s: float  # everything: init, compile, steps, evals
     compile_time_s: float  # the first step (compile + run)
     step_time_s: float  # mean per train step after the first, evals excluded
+    eval_correct: list[int]  # per eval example, 1 where the final model is right (for bootstraps)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -303,7 +312,8 @@ def finetune(model_cfg: ModelConfig, params: Any | None, task: Task, *, steps: i
         if evaluate_now:
             train_loss = float(np.mean(losses[-eval_every:]))
             t = time.perf_counter()
-            accuracy = fns.accuracy(state.params, eval_batches)
+            correct = fns.correct(state.params, eval_batches)
+            accuracy = float(np.mean(correct))
             eval_time += time.perf_counter() - t
             history.append({"step": step, "accuracy": accuracy, "train_loss": train_loss})
             emit(f"  step {step:5d}/{steps}  train_loss {train_loss:.4f}  eval_accuracy "
@@ -317,7 +327,7 @@ def finetune(model_cfg: ModelConfig, params: Any | None, task: Task, *, steps: i
         final_accuracy=history[-1]["accuracy"], best_accuracy=best["accuracy"],
         best_step=int(best["step"]), final_train_loss=history[-1]["train_loss"],
         wall_time_s=time.perf_counter() - start, compile_time_s=compile_time,
-        step_time_s=train_time / max(steps - 1, 1))
+        step_time_s=train_time / max(steps - 1, 1), eval_correct=correct.astype(int).tolist())
     emit(f"final eval accuracy {result.final_accuracy:.4f} (majority "
          f"{result.majority_accuracy:.4f}); {1000 * result.step_time_s:.1f} ms/step, first step "
          f"{result.compile_time_s:.1f}s, total {result.wall_time_s:.1f}s")

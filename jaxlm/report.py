@@ -1,8 +1,18 @@
-"""The objective comparison's report: results.csv, results.md and curves.png in the workdir."""
+"""The objective comparison's report: results.csv, results.md and curves.png in the workdir.
+
+    rows = write_report(results, workdir, config)   # results: compare.run_arm / run_baseline dicts
+
+Every accuracy comes with its 95% bootstrap interval (`jaxlm.evaluation.stats`), computed from the
+correctness matrices each run keeps in RUN_DIR/evaluation.npz (seeds stacked as extra subsets).
+Gains are paired bootstraps against the no-pretraining row of the same architecture, and every
+pair of objectives is compared the same way on the same examples; a difference is significant
+when its interval excludes 0 (two-sided p < 0.05), marked `*` in results.md.
+"""
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 from collections.abc import Sequence
@@ -10,12 +20,21 @@ from typing import Any
 
 import numpy as np
 
+from jaxlm.evaluation import stats
+
 # The T5 paper (Raffel et al. 2020), Table 4: GLUE average of objectives on one encoder-decoder.
 T5_TABLE4_GLUE = {"BERT-style (MLM)": 82.96, "Prefix LM": 80.69, "Deshuffling": 73.17}
+METRICS = ("probe", "finetune", "zero_shot")
+METRIC_NAMES = {"probe": "probe", "finetune": "fine-tuned", "zero_shot": "zero-shot pairs"}
 CSV_FIELDS = ("objective", "architecture", "layers", "d_ff", "params", "seeds",
-              "pretraining_tokens", "pretraining_flops", "final_pretraining_loss",
-              "final_eval_loss", "downstream_task", "downstream_accuracy_mean",
-              "downstream_accuracy_std", "majority_accuracy", "wall_seconds")
+              "pretraining_tokens", "pretraining_flops", "pretraining_mfu",
+              "pretraining_tokens_per_second", "compile_seconds", "final_pretraining_loss",
+              "final_eval_loss", "probe_k",
+              *(f"{m}_{x}" for m in METRICS
+                for x in ("accuracy", "ci_low", "ci_high", "gain", "gain_ci_low", "gain_ci_high",
+                          "gain_p")),
+              "probe_k64_accuracy", "probe_k64_ci_low", "probe_k64_ci_high", "wall_seconds")
+RESAMPLES = 4000  # per interval: the 2.5% / 97.5% quantiles are stable to ~0.1 point
 
 
 def _group(results: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
@@ -30,81 +49,199 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def summarize(results: Sequence[dict[str, Any]], task_names: Sequence[str]) -> list[dict]:
-    """One row per (arm, task), seeds aggregated: the rows of results.csv."""
+def load_scores(runs: Sequence[dict[str, Any]], probe_k: int) -> dict[str, np.ndarray]:
+    """{'probe', 'probe_k64', 'finetune', 'zero_shot'}: 2-D correctness matrices, the seeds'
+    rows stacked (seed-major, so two arms' matrices stay paired row by row)."""
+    out: dict[str, list[np.ndarray]] = {}
+    for r in sorted(runs, key=lambda r: r["seed"]):
+        with np.load(os.path.join(r["run_dir"], "evaluation.npz")) as f:
+            found = {"probe": f[f"probe_{probe_k}"], "finetune": f["finetune"],
+                     "zero_shot": f["zero_shot"][None]}
+            if "probe_64" in f and probe_k != 64:
+                found["probe_k64"] = f["probe_64"]
+        for key, value in found.items():
+            out.setdefault(key, []).append(np.atleast_2d(value))
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def summarize(results: Sequence[dict[str, Any]], probe_k: int = 16) -> tuple[list[dict],
+                                                                            list[dict]]:
+    """(rows of results.csv, pairwise differences between objectives)."""
+    groups = _group(results)
+    scores = {key: load_scores(runs, probe_k) for key, runs in groups.items()}
     rows = []
-    for (objective, family), runs in _group(results).items():
-        for task in task_names:
-            accuracies = [r["downstream"][task]["final_accuracy"] for r in runs]
-            rows.append({
-                "objective": objective, "architecture": family, "layers": runs[0]["layers"],
-                "d_ff": runs[0]["d_ff"], "params": runs[0]["params"], "seeds": len(runs),
-                "pretraining_tokens": runs[0]["text_tokens"],
-                "pretraining_flops": runs[0]["flops"],
-                "final_pretraining_loss": _mean([r["train_loss"] for r in runs]),
-                "final_eval_loss": _mean([r["eval_loss"] for r in runs]),
-                "downstream_task": task,
-                "downstream_accuracy_mean": float(np.mean(accuracies)),
-                "downstream_accuracy_std": float(np.std(accuracies, ddof=1))
-                if len(accuracies) > 1 else 0.0,
-                "majority_accuracy": runs[0]["downstream"][task]["majority_accuracy"],
-                "wall_seconds": float(np.mean([r["wall_seconds"] for r in runs])),
-            })
-    return rows
+    for (objective, family), runs in groups.items():
+        mine = scores[(objective, family)]
+        base = scores.get(("none", family))
+        row = {"objective": objective, "architecture": family, "layers": runs[0]["layers"],
+               "d_ff": runs[0]["d_ff"], "params": runs[0]["params"], "seeds": len(runs),
+               "pretraining_tokens": runs[0]["text_tokens"],
+               "pretraining_flops": runs[0]["flops"],
+               "pretraining_mfu": _mean([r["pretraining_mfu"] for r in runs]),
+               "pretraining_tokens_per_second": _mean(
+                   [r["pretraining_tokens_per_second"] for r in runs]),
+               "compile_seconds": _mean([r["compile_seconds"] for r in runs]),
+               "final_pretraining_loss": _mean([r["train_loss"] for r in runs]),
+               "final_eval_loss": _mean([r["eval_loss"] for r in runs]), "probe_k": probe_k,
+               "wall_seconds": float(np.mean([r["wall_seconds"] for r in runs]))}
+        for metric in METRICS:
+            ci = stats.bootstrap_ci(mine[metric], num_resamples=RESAMPLES)
+            row.update({f"{metric}_accuracy": ci.mean, f"{metric}_ci_low": ci.low,
+                        f"{metric}_ci_high": ci.high})
+            gain = (stats.paired_bootstrap(mine[metric], base[metric], num_resamples=RESAMPLES)
+                    if base is not None and objective != "none" else None)
+            row.update({f"{metric}_gain": gain and gain.difference,
+                        f"{metric}_gain_ci_low": gain and gain.low,
+                        f"{metric}_gain_ci_high": gain and gain.high,
+                        f"{metric}_gain_p": gain and gain.p_value})
+        if "probe_k64" in mine:
+            ci = stats.bootstrap_ci(mine["probe_k64"], num_resamples=RESAMPLES)
+            row.update(probe_k64_accuracy=ci.mean, probe_k64_ci_low=ci.low,
+                       probe_k64_ci_high=ci.high)
+        rows.append(row)
+    pretrained = [k for k in groups if k[0] != "none"]
+    pairs = []
+    for a, b in itertools.combinations(pretrained, 2):
+        for metric in METRICS:
+            d = stats.paired_bootstrap(scores[a][metric], scores[b][metric],
+                                       num_resamples=RESAMPLES)
+            pairs.append({"a": a, "b": b, "metric": metric, "difference": d.difference,
+                          "low": d.low, "high": d.high, "p": d.p_value,
+                          "significant": d.significant})
+    return rows, pairs
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def markdown(rows: Sequence[dict[str, Any]], same_architecture: bool) -> str:
-    """The results table with the baselines and how to read it."""
+def _interval(row: dict[str, Any], metric: str) -> str:
+    return (f"{row[f'{metric}_accuracy']:.3f} [{row[f'{metric}_ci_low']:.3f}, "
+            f"{row[f'{metric}_ci_high']:.3f}]")
+
+
+def _gain(row: dict[str, Any], metric: str) -> str:
+    if row[f"{metric}_gain"] is None:
+        return "—"
+    low, high = row[f"{metric}_gain_ci_low"], row[f"{metric}_gain_ci_high"]
+    mark = "*" if low > 0 or high < 0 else ""
+    return f"{row[f'{metric}_gain']:+.3f}{mark} [{low:+.3f}, {high:+.3f}]"
+
+
+def _arm(key: tuple[str, str]) -> str:
+    return f"{key[0]} ({key[1]})"
+
+
+def significance_sentences(rows: Sequence[dict[str, Any]], pairs: Sequence[dict[str, Any]],
+                           metric: str) -> list[str]:
+    """The significant gains over the baselines and differences between objectives, in words."""
+    name = METRIC_NAMES[metric]
+    gains = [r for r in rows if r[f"{metric}_gain"] is not None]
+    better = [r for r in gains if r[f"{metric}_gain_ci_low"] > 0]
+    worse = [r for r in gains if r[f"{metric}_gain_ci_high"] < 0]
+    lines = [f"- {name}: {len(better)} of {len(gains)} objectives significantly beat their "
+             f"architecture's random init"
+             + (f" ({', '.join(_arm((r['objective'], r['architecture'])) for r in better)})"
+                if better else "")
+             + (f"; significantly worse: "
+                f"{', '.join(_arm((r['objective'], r['architecture'])) for r in worse)}"
+                if worse else "") + "."]
+    significant = [p for p in pairs if p["metric"] == metric and p["significant"]]
+    for p in significant:
+        winner, loser = (p["a"], p["b"]) if p["difference"] > 0 else (p["b"], p["a"])
+        lines.append(f"  - {_arm(winner)} beats {_arm(loser)} by "
+                     f"{abs(p['difference']):.3f} [{min(abs(p['low']), abs(p['high'])):.3f}, "
+                     f"{max(abs(p['low']), abs(p['high'])):.3f}] (p = {p['p']:.3f}).")
+    total = sum(p["metric"] == metric for p in pairs)
+    if total:
+        lines.append(f"  - {len(significant)} of {total} pairs of objectives differ "
+                     "significantly; the others are within the noise.")
+    return lines
+
+
+def answer(rows: Sequence[dict[str, Any]], pairs: Sequence[dict[str, Any]],
+           metric: str = "probe") -> str:
+    """Which objective gives the better model on `metric`, and how sure that is."""
+    pretrained = sorted((r for r in rows if r["objective"] != "none"),
+                        key=lambda r: -r[f"{metric}_accuracy"])
+    if not pretrained:
+        return "No pretrained arm."
+    best = pretrained[0]
+    key = (best["objective"], best["architecture"])
+    beaten = [p["b"] if p["a"] == key else p["a"] for p in pairs
+              if p["metric"] == metric and p["significant"] and key in (p["a"], p["b"])
+              and (p["difference"] > 0) == (p["a"] == key)]
+    others = len(pretrained) - 1
+    return (f"**Answer ({METRIC_NAMES[metric]}):** {_arm(key)} is highest "
+            f"({best[f'{metric}_accuracy']:.3f}); it is significantly better than "
+            f"{len(beaten)} of the {others} other objectives"
+            + (f" ({', '.join(_arm(b) for b in beaten)})" if beaten else "")
+            + (", and significantly better than its random init." if (best[f"{metric}_gain"]
+               is not None and best[f"{metric}_gain_ci_low"] > 0)
+               else ", but not significantly better than its random init."))
+
+
+def markdown(rows: Sequence[dict[str, Any]], pairs: Sequence[dict[str, Any]],
+             c: Any, wall_seconds: float | None = None) -> str:
+    """The results tables, the significant differences in words, and how to read them."""
+    e = c.evaluation
+    budget = ("the same model FLOPs" if c.pretrain.budget == "flops" else "the same text tokens")
+    ordered = sorted(rows, key=lambda r: -r["probe_accuracy"])
     lines = ["# Pretraining objectives compared", "",
-             "Every arm pretrained on the same text (same corpus, order and number of text "
-             "tokens) and fine-tuned identically; `none` rows are the same architectures "
-             "fine-tuned from a random initialisation. Accuracy is the final eval accuracy of "
-             "fine-tuning (mean ± std over seeds). Pretraining losses are per objective and not "
-             "comparable across objectives (each predicts different targets).", ""]
-    tasks = sorted({r["downstream_task"] for r in rows})
-    for task in tasks:
-        task_rows = sorted((r for r in rows if r["downstream_task"] == task),
-                           key=lambda r: -r["downstream_accuracy_mean"])
-        baseline = {r["architecture"]: r["downstream_accuracy_mean"] for r in task_rows
-                    if r["objective"] == "none"}
-        lines += [f"## {task}", "",
-                  "| objective | architecture | layers | params | text tokens | FLOPs | "
-                  "pretrain loss (train / eval) | accuracy | vs no pretraining | wall s |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-        for r in task_rows:
-            std = (f" ± {r['downstream_accuracy_std']:.3f}" if r["seeds"] > 1 else "")
-            gain = r["downstream_accuracy_mean"] - baseline.get(r["architecture"], np.nan)
-            lines.append(
-                f"| {r['objective']} | {r['architecture']} | {r['layers']} | "
-                f"{r['params'] / 1e6:.2f}M | {r['pretraining_tokens']:,} | "
-                f"{r['pretraining_flops']:.2e} | {_fmt(r['final_pretraining_loss'])} / "
-                f"{_fmt(r['final_eval_loss'])} | {r['downstream_accuracy_mean']:.3f}{std} | "
-                f"{'—' if r['objective'] == 'none' else f'{gain:+.3f}'} | "
-                f"{r['wall_seconds']:.0f} |")
-        lines += ["", f"Majority-class accuracy: {task_rows[0]['majority_accuracy']:.3f}.", ""]
-    lines += ["## Reference: the T5 paper, Table 4", "",
-              "GLUE average of objectives pretrained on C4 (2^35 tokens) on one encoder-decoder "
-              "(Raffel et al. 2020): " + ", ".join(f"{k} {v}" for k, v in
-                                                   T5_TABLE4_GLUE.items()) + ".",
-              "The paper's ordering is denoising (BERT-style, span corruption) > prefix LM > "
-              "deshuffling." + ("" if same_architecture else
-                                " This run pairs each objective with its natural architecture; "
-                                "`--config.same_architecture=True` is the paper's setting."), ""]
+             f"Every arm pretrained with {budget} (pretrain.budget={c.pretrain.budget!r}) on the "
+             "same corpus, with no held-out evaluation document; `none` rows are the same "
+             "architectures from a random initialisation. Accuracies are fractions with 95% "
+             "bootstrap intervals; gains are paired bootstraps against the `none` row of the "
+             "same architecture on the same examples, `*` = significant (interval excludes 0). "
+             f"Probe: frozen mean-pooled features, k = {rows[0]['probe_k']} per class, "
+             f"{e.probe_subsets} subsets; fine-tuned: the whole model on k = {e.finetune_k} per "
+             f"class, {e.finetune_subsets} subsets, {e.finetune_steps} steps; zero-shot: "
+             f"{e.pairs} minimal pairs. Seeds: {rows[0]['seeds']}."
+             + (f" Total wall time {wall_seconds:.0f}s." if wall_seconds else ""), "",
+             "| objective | architecture | params | text tokens | FLOPs | MFU | tokens/s | "
+             "probe | probe gain | fine-tuned | fine-tuned gain | zero-shot | zero-shot gain | "
+             "wall s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in ordered:
+        lines.append(
+            f"| {r['objective']} | {r['architecture']} | {r['params'] / 1e6:.2f}M | "
+            f"{r['pretraining_tokens']:,} | {r['pretraining_flops']:.2e} | "
+            f"{_fmt(r['pretraining_mfu'], 2)} | {_fmt(r['pretraining_tokens_per_second'], 0)} | "
+            f"{_interval(r, 'probe')} | {_gain(r, 'probe')} | {_interval(r, 'finetune')} | "
+            f"{_gain(r, 'finetune')} | {_interval(r, 'zero_shot')} | {_gain(r, 'zero_shot')} | "
+            f"{r['wall_seconds']:.0f} |")
+    if "probe_k64_accuracy" in rows[0]:
+        lines += ["", "Probe at k = 64: " + "; ".join(
+            f"{r['objective']} ({r['architecture']}) {r['probe_k64_accuracy']:.3f} "
+            f"[{r['probe_k64_ci_low']:.3f}, {r['probe_k64_ci_high']:.3f}]" for r in ordered) + "."]
+    lines += ["", "## Significant differences", "", answer(rows, pairs), ""]
+    for metric in METRICS:
+        lines += significance_sentences(rows, pairs, metric)
+    lines += ["", "## Every pair of objectives (row minus column, paired bootstrap)", ""]
+    for metric in METRICS:
+        mine = [p for p in pairs if p["metric"] == metric]
+        if not mine:
+            continue
+        lines += [f"{METRIC_NAMES[metric]}:", "", "| a | b | a − b | 95% interval | p |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {_arm(p['a'])} | {_arm(p['b'])} | {p['difference']:+.3f}"
+                  f"{'*' if p['significant'] else ''} | [{p['low']:+.3f}, {p['high']:+.3f}] | "
+                  f"{p['p']:.3f} |" for p in mine]
+        lines.append("")
+    lines += ["Pretraining losses (results.csv) are per objective and not comparable across "
+              "objectives. Reference, the T5 paper's Table 4 (GLUE average, one "
+              "encoder-decoder, 2^35 tokens): " + ", ".join(
+                  f"{k} {v}" for k, v in T5_TABLE4_GLUE.items()) + ".", ""]
     return "\n".join(lines)
 
 
 def _curves(results: Sequence[dict[str, Any]]) -> dict[str, tuple[list[float], list[float]]]:
-    """Pretraining loss against text tokens per arm (seed 0), from each run's metrics.jsonl."""
+    """Pretraining loss against model FLOPs per arm (seed 0), from each run's metrics.jsonl."""
     curves = {}
     for r in results:
         path = os.path.join(r["run_dir"], "metrics.jsonl")
         if r["objective"] == "none" or r["seed"] != 0 or not os.path.exists(path):
             continue
-        per_step = r["text_tokens"] / max(r["steps"], 1)
+        per_step = r["flops"] / max(r["steps"], 1)
         with open(path) as f:
             records = [json.loads(line) for line in f]
         points = [(x["step"] * per_step, x["loss"]) for x in records if x["split"] == "train"]
@@ -114,46 +251,51 @@ def _curves(results: Sequence[dict[str, Any]]) -> dict[str, tuple[list[float], l
 
 
 def plot(results: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], path: str) -> None:
-    """curves.png: pretraining loss vs text tokens, and the downstream accuracies."""
+    """curves.png: pretraining loss vs FLOPs, and each accuracy with its 95% interval."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = sorted({r["downstream_task"] for r in rows})
-    fig, axes = plt.subplots(1, 1 + len(tasks), figsize=(6 + 5 * len(tasks), 4.5))
+    fig, axes = plt.subplots(1, 1 + len(METRICS), figsize=(22, 5.5),
+                             gridspec_kw={"width_ratios": [1.3] + [1] * len(METRICS)})
     ax = axes[0]
-    for label, (tokens, losses) in _curves(results).items():
-        ax.plot(tokens, losses, label=label)
-    ax.set(xlabel="pretraining text tokens", ylabel="train loss (per objective)",
+    curves = _curves(results)
+    for label, (x, losses) in curves.items():
+        ax.plot(x, losses, label=label)
+    ax.set(xlabel="pretraining model FLOPs", ylabel="train loss (per objective)",
            title="Pretraining", yscale="log")
-    ax.legend(fontsize=8)
-    for ax, task in zip(axes[1:], tasks, strict=True):
-        task_rows = sorted((r for r in rows if r["downstream_task"] == task),
-                           key=lambda r: -r["downstream_accuracy_mean"])
-        labels = [f"{r['objective']}\n{r['architecture']}" for r in task_rows]
-        ax.bar(range(len(task_rows)), [r["downstream_accuracy_mean"] for r in task_rows],
-               yerr=[r["downstream_accuracy_std"] for r in task_rows],
-               color=["0.6" if r["objective"] == "none" else "C0" for r in task_rows])
-        ax.axhline(task_rows[0]["majority_accuracy"], color="C3", linestyle="--",
-                   label="majority class")
-        ax.set_xticks(range(len(task_rows)), labels, fontsize=7, rotation=30)
-        ax.set(ylabel="fine-tuned eval accuracy", title=f"Downstream: {task}")
+    if curves:
         ax.legend(fontsize=8)
+    ordered = sorted(rows, key=lambda r: (r["architecture"], r["objective"] == "none",
+                                          r["objective"]))
+    labels = [f"{r['objective']} ({r['architecture']})" for r in ordered]
+    y = np.arange(len(ordered))
+    for i, (ax, metric) in enumerate(zip(axes[1:], METRICS, strict=True)):
+        mean = np.array([r[f"{metric}_accuracy"] for r in ordered])
+        err = np.array([[m - r[f"{metric}_ci_low"], r[f"{metric}_ci_high"] - m]
+                        for m, r in zip(mean, ordered)]).T
+        ax.barh(y, mean, xerr=err, capsize=3,
+                color=["0.65" if r["objective"] == "none" else "C0" for r in ordered])
+        ax.set_yticks(y, labels if i == 0 else [""] * len(y), fontsize=8)
+        ax.invert_yaxis()
+        low = max(0.0, float((mean - err[0]).min()) - 0.05)
+        ax.set_xlim(low, min(1.0, float((mean + err[1]).max()) + 0.02))
+        ax.set(xlabel="accuracy (95% bootstrap interval)", title=METRIC_NAMES[metric])
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def write_report(results: Sequence[dict[str, Any]], tasks: Sequence[Any], workdir: str,
-                 same_architecture: bool = False) -> list[dict[str, Any]]:
+def write_report(results: Sequence[dict[str, Any]], workdir: str, c: Any,
+                 wall_seconds: float | None = None) -> list[dict[str, Any]]:
     """results.csv, results.md and curves.png in `workdir`; returns the CSV rows."""
-    rows = summarize(results, [t.name for t in tasks])
+    rows, pairs = summarize(results, int(c.evaluation.probe_k))
     with open(os.path.join(workdir, "results.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     with open(os.path.join(workdir, "results.md"), "w") as f:
-        f.write(markdown(rows, same_architecture))
+        f.write(markdown(rows, pairs, c, wall_seconds))
     plot(results, rows, os.path.join(workdir, "curves.png"))
     return rows

@@ -105,3 +105,27 @@ def test_adafactor_state_restores_across_meshes_both_ways(tmp_path):
         v_row = factored.v_row["decoder"]["layers"]["mlp"]["wi"]["kernel"]
         assert v_row.sharding.mesh.shape == meshes[target].shape
         assert float(np.abs(np.asarray(v_row)).sum()) > 0  # a trained moment, not the init
+
+
+def test_load_run_reads_a_pretraining_run_dir(tmp_path, corpus_dir):
+    from jaxlm import trainer
+    from jaxlm.checkpoint import load_run
+    from jaxlm.finetune import classifier_batch
+
+    from .test_trainer import tiny_config
+
+    config = tiny_config(corpus_dir, "mlm")
+    config.train.steps = config.checkpoint.every_steps = 2
+    workdir = str(tmp_path / "mlm")
+    trainer.train(config, workdir, say=lambda line: None)  # what experiments/pretrain.py runs
+    run = load_run(workdir)
+    assert run.config["objective"] == "mlm" and run.model_config.family == "encoder"
+    assert run.vocab.vocab_size == 384  # the byte vocabulary of the run
+    tokens = np.asarray([run.vocab.encode("load me") + [1]], np.int32)
+    hidden = run.model.apply({"params": run.params}, classifier_batch("encoder", tokens),
+                             return_hidden=True)
+    assert hidden.shape == (1, tokens.shape[1], run.model_config.d_model)
+    logits = run.model.apply({"params": run.params}, classifier_batch("encoder", tokens))
+    assert logits.shape[-1] == run.model_config.vocab_size
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_run(str(tmp_path))

@@ -29,12 +29,13 @@ def get_config():
     c.model.update(d_model=768, num_heads=12, d_ff=3072, num_layers=24, dtype="bfloat16")
     c.data.update(dataset="c4/en:3.1.0", vocab="sentencepiece", vocab_size=32128, seq_len=512,
                   shuffle_buffer=10_000, window=512, shards=-1)
-    c.pretrain.update(tokens=2**35, batch_size=128, learning_rate=1e-2, schedule="rsqrt",
-                      warmup_steps=10_000, log_every=100, eval_batches=50)
+    c.pretrain.update(budget="tokens", tokens=2**35, batch_size=128, learning_rate=1e-2,
+                      schedule="rsqrt", warmup_steps=10_000, log_every=100, eval_batches=50)
     c.pretrain.optim.update(dict(name="adafactor", weight_decay=0.0, grad_clip_norm=0.0))
     c.pretrain.optim.adafactor.update(dict(multiply_by_parameter_scale=True, decay_rate=0.8,
                                            clipping_threshold=1.0, momentum=None, factored=True))
-    c.finetune.update(tasks="glue/cola,glue/sst2,glue/mrpc,glue/qqp,glue/mnli,glue/qnli,glue/rte",
+    c.finetune.update(mode="full",
+                      tasks="glue/cola,glue/sst2,glue/mrpc,glue/qqp,glue/mnli,glue/qnli,glue/rte",
                       steps=2**18 // 128, batch_size=128, learning_rate=1e-4, eval_every=1000,
                       seq_len=512)
     c.mesh.update(data=-1, fsdp=4, tensor=1)

@@ -212,12 +212,15 @@ def score_decoder(model: Any, params: Any, tokens: np.ndarray,
 
 def score_encoder(model: Any, params: Any, tokens: np.ndarray, mask_id: int,
                   batch_size: int = 64,
-                  special_ids: Sequence[int] = (PAD_ID, EOS_ID, UNK_ID)) -> np.ndarray:
+                  special_ids: Sequence[int] = (PAD_ID, EOS_ID, UNK_ID),
+                  scored: np.ndarray | None = None) -> np.ndarray:
     """[N] float64 masked pseudo-log-likelihoods: for every position whose token is not special
     (MLM pretraining never masks those), log p(token) with that position alone set to mask_id.
+    `scored` ([N, L] bool) restricts the sum to those positions (e.g. where a pair differs).
     Each batch holds `batch_size` (row, position) maskings."""
     tokens = np.asarray(tokens, np.int32)
-    rows, positions = np.nonzero(~np.isin(tokens, np.asarray(special_ids)))
+    keep = ~np.isin(tokens, np.asarray(special_ids))
+    rows, positions = np.nonzero(keep if scored is None else keep & np.asarray(scored, bool))
 
     @jax.jit
     def score(params: Any, tokens_BxL: jax.Array, pos_B: jax.Array) -> jax.Array:
