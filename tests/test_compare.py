@@ -138,3 +138,19 @@ def test_the_encoder_scores_only_where_a_pair_differs():
     full = score_encoder(model, params, a, vocab.mask_id, 8)
     region = score_encoder(model, params, a, vocab.mask_id, 8, scored=mask_a)
     assert np.all(region > full) and np.all(region < 0)  # fewer (negative) terms in the sum
+
+
+def test_the_newer_objectives_go_through_the_same_evaluation(tmp_path):
+    c = small_config(str(tmp_path / "data"))
+    c.objectives = "bart,hybrid,nsp"
+    c.evaluation.update(probe_subsets=1, pairs=20)
+    results = compare.compare(c, str(tmp_path / "compare"), say=lambda line: None)
+    assert [(r["objective"], r["family"]) for r in results] == [
+        ("bart", "encoder_decoder"), ("hybrid", "decoder"), ("nsp", "encoder"),
+        ("none", "encoder_decoder"), ("none", "decoder"), ("none", "encoder")]
+    with open(os.path.join(tmp_path, "compare", "results.csv")) as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for metric in ("probe", "finetune", "zero_shot"):
+            assert 0 <= float(r[f"{metric}_ci_low"]) <= float(r[f"{metric}_ci_high"]) <= 1
+        assert (r["probe_gain"] == "") == (r["objective"] == "none")
