@@ -33,10 +33,12 @@ measurement: a 512-wide model may reach less than the 355M decoder of README "GP
 which case pretraining takes longer than 7 minutes.
 """
 
+import ml_collections
+
 from jaxlm.compare import get_config as default_config
 
 
-def get_config():
+def get_config() -> ml_collections.ConfigDict:
     c = default_config()
     c.num_cpu_devices = 0  # on GPU: the accelerator, not the host's cores
     c.model.update(d_model=512, num_heads=8, d_ff=1024, num_layers=8, dtype="bfloat16")
