@@ -12,10 +12,10 @@ from jaxlm import sharding
 from jaxlm.checkpoint import Checkpointer, abstract_like
 from jaxlm.models import build_model
 from jaxlm.optim import AdafactorConfig, MasterCopyState, OptimConfig, make_optimizer
-from jaxlm.train import create_train_state, jit_train_step
+from jaxlm.train import create_train_state
 
 from .models._util import tiny
-from .test_train import OPTIM, synthetic_batches
+from .test_train import OPTIM, run, synthetic_batches
 
 BF16, F32 = jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32)
 
@@ -110,26 +110,6 @@ def test_an_invalid_master_dtype_names_the_field():
         config_lib.resolve(config)
 
 
-def run_from(start, cfg, batches, mesh, optim=OPTIM):
-    """test_train.run's loop, from the parameters `start` cast to cfg.param_dtype (flax draws
-    a bfloat16 initialisation of its own, which would compare two different starts)."""
-    model, optimizer = build_model(cfg), make_optimizer(optim)
-    state, shardings = create_train_state(model, optimizer, 0, batches[0], mesh)
-
-    def restart(state):
-        params = jax.tree.map(lambda x, p: x.astype(p.dtype), start, state.params)
-        return state.replace(params=params, opt_state=optimizer.init(params))
-
-    state = jax.jit(restart, out_shardings=shardings)(state)
-    step = jit_train_step(model, optim, shardings, mesh)
-    losses = []
-    with sharding.activate(mesh):
-        for batch in batches:
-            state, metrics = step(state, jax.device_put(batch, sharding.batch_sharding(mesh)))
-            losses.append(float(metrics["loss"]))
-    return losses, state
-
-
 @pytest.fixture(scope="module")
 def mesh_runs():
     """20 steps on the (2, 2, 2) mesh in float32, and with bfloat16 parameters and compute, from
@@ -139,10 +119,12 @@ def mesh_runs():
     mesh = sharding.make_mesh(2, 2, 2)
     start = create_train_state(build_model(cfg), make_optimizer(OPTIM), 0, batches[0],
                                mesh)[0].params
-    f32, _ = run_from(start, cfg, batches, mesh)
+    f32, _ = run(cfg, batches, mesh, start=start)
+    # flax draws a bfloat16 initialisation of its own: both start from the float32 one instead.
     low = cfg.replace(dtype="bfloat16", param_dtype="bfloat16")
-    bf16, state = run_from(start, low, batches, mesh)
-    plain, _ = run_from(start, low, batches, mesh, dataclasses.replace(OPTIM, master_dtype="none"))
+    bf16, state = run(low, batches, mesh, start=start)
+    plain, _ = run(low, batches, mesh, optim=dataclasses.replace(OPTIM, master_dtype="none"),
+                   start=start)
     return f32, bf16, plain, state, cfg
 
 
