@@ -110,6 +110,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.optim.weight_decay = optim.weight_decay  # decoupled; kernels only
     config.optim.decay_embeddings = optim.decay_embeddings
     config.optim.grad_clip_norm = optim.grad_clip_norm  # 0 disables
+    # With model.param_dtype=bfloat16 the optimizer updates a float32 copy of the parameters and
+    # stores it rounded; none: it updates the bfloat16 parameters (small updates round away).
+    config.optim.master_dtype = optim.master_dtype  # float32 | none
     # optim.name=adafactor: T5's settings by default (t5x / Mesh TensorFlow Adafactor; T5 also
     # used learning_rate 1e-2, schedule rsqrt, weight_decay 0 and grad_clip_norm 0).
     config.optim.adafactor = ml_collections.ConfigDict()

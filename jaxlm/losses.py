@@ -248,9 +248,10 @@ def fused_weighted_loss(family: str, hidden_BxLxD: Array, matrix: Array, bias: A
     with_bias = bias is not None
 
     def local(h, t, w, m, *b):
-        if axes:  # varying over the batch axes from here: its gradient is summed once, outside
-            m, b = jax.lax.pcast(m, axes, to="varying"), [jax.lax.pcast(x, axes, to="varying")
-                                                          for x in b]
+        if axes:  # varying over the batch axes from here: its gradient is summed once, outside,
+            # in float32 (XLA:CPU fails to compile that sum in bfloat16, for bfloat16 params)
+            m, *b = [jax.lax.pcast(x.astype(jnp.promote_types(x.dtype, jnp.float32)), axes,
+                                   to="varying") for x in (m, *b)]
         length = t.shape[1]
         c = chunk or default_chunk(t.shape[0], length, m.shape[vocab_axis])
         if length % c:

@@ -1,9 +1,10 @@
-"""Optimizers: AdamW and Adafactor with learning-rate schedules, weight-decay masks and clipping."""
+"""Optimizers: AdamW and Adafactor with learning-rate schedules, weight-decay masks, clipping and
+a float32 master copy of low-precision parameters."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,7 @@ import optax
 
 SCHEDULES = ("cosine", "linear", "rsqrt", "constant", "wsd")
 OPTIMIZERS = ("adamw", "adafactor")
+MASTER_DTYPES = ("float32", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,10 +62,15 @@ class OptimConfig:
     decay_embeddings: bool = False
     grad_clip_norm: float = 1.0  # global-norm clipping; 0 disables
     adafactor: AdafactorConfig = AdafactorConfig()  # used when name == 'adafactor'
+    # The optimizer updates a copy of the parameters in this dtype when some are stored in
+    # another (model.param_dtype=bfloat16); "none": it updates the stored parameters directly.
+    master_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
             _fail("name", self.name, "one of " + ", ".join(OPTIMIZERS))
+        if self.master_dtype not in MASTER_DTYPES:
+            _fail("master_dtype", self.master_dtype, "one of " + ", ".join(MASTER_DTYPES))
         if self.schedule not in SCHEDULES:
             _fail("schedule", self.schedule, "one of " + ", ".join(SCHEDULES))
         if not self.learning_rate > 0:
@@ -132,7 +139,15 @@ def decay_mask(params: Any, decay_embeddings: bool = False) -> Any:
 
 
 def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
-    """Clipping, then AdamW or Adafactor, each with decoupled, masked weight decay."""
+    """Clipping, then AdamW or Adafactor, each with decoupled, masked weight decay; all of it on
+    a master copy of the parameters in `cfg.master_dtype` where they are stored in another."""
+    optimizer = _core_optimizer(cfg)
+    if cfg.master_dtype == "none":
+        return optimizer
+    return with_master_copy(optimizer, jnp.dtype(cfg.master_dtype))
+
+
+def _core_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
     schedule = learning_rate_schedule(cfg)
     if cfg.name == "adamw":
         core = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
@@ -162,3 +177,51 @@ def adafactor(cfg: AdafactorConfig, schedule: optax.Schedule, weight_decay: floa
         parts.append(optax.add_decayed_weights(weight_decay, mask))
     parts.append(optax.scale_by_learning_rate(schedule))
     return optax.chain(*parts)
+
+
+class MasterCopyState(NamedTuple):
+    """`with_master_copy`'s state: the master parameters and the inner optimizer's state (built
+    from the master, so its moments are in the master's dtype)."""
+
+    master: Any
+    inner: Any
+
+
+def with_master_copy(inner: optax.GradientTransformation,
+                     master_dtype: Any = jnp.float32) -> optax.GradientTransformation:
+    """`inner` applied to a copy of the parameters in `master_dtype`, for parameters stored in a
+    lower precision: a bfloat16 parameter (8 significant bits) would round away any update below
+    2**-9 of its size, the master copy keeps it. Each step updates the master with the gradients
+    cast to `master_dtype` and returns `master.astype(param.dtype) - param`, so that
+    `optax.apply_updates` stores the rounded master.
+
+    Parameters all in `master_dtype` need no copy: the state is then `inner`'s own, as without
+    the wrapper (float32 runs and their checkpoints are unchanged).
+    """
+    master_dtype = jnp.dtype(master_dtype)
+
+    def needs_master(params: Any) -> bool:  # dtypes are static, so this is decided at trace time
+        return any(p.dtype != master_dtype for p in jax.tree.leaves(params))
+
+    def init(params: Any) -> Any:
+        if not needs_master(params):
+            return inner.init(params)
+        master = jax.tree.map(lambda p: p.astype(master_dtype), params)
+        return MasterCopyState(master=master, inner=inner.init(master))
+
+    def update(grads: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        if params is None:
+            raise ValueError("with_master_copy needs the parameters in update().")
+        if not needs_master(params):
+            return inner.update(grads, state, params)
+        grads = jax.tree.map(lambda g: g.astype(master_dtype), grads)
+        steps, inner_state = inner.update(grads, state.inner, state.master)
+        master = optax.apply_updates(state.master, steps)
+        # The difference is taken in master_dtype: in bfloat16 it would round again, and
+        # param + update would miss the rounded master.
+        updates = jax.tree.map(
+            lambda m, p: m.astype(p.dtype).astype(master_dtype) - p.astype(master_dtype),
+            master, params)
+        return updates, MasterCopyState(master=master, inner=inner_state)
+
+    return optax.GradientTransformation(init, update)

@@ -55,6 +55,11 @@ def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation
     return sharding.init_sharded(init, mesh, rules)
 
 
+def _wide(dtype: Any) -> Any:
+    """`dtype`, at least float32: the dtype gradients are added and divided in."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def _split_micro_batches(batch: Batch, num: int) -> Batch:
     """[B, ...] -> [num, B / num, ...], taking every num-th example so that every data-parallel
     shard contributes to every micro-batch."""
@@ -125,18 +130,23 @@ def train_step(state: TrainState, batch: Batch, *, loss_fn: LossFn,
         def accumulate(carry, micro_and_index):
             micro, index = micro_and_index
             grads, sums = grad_fn(state.params, micro, jax.random.fold_in(step_key, index))
-            return jax.tree.map(jnp.add, carry, (grads, sums)), None
+            return jax.tree.map(lambda c, x: c + x.astype(c.dtype), carry, (grads, sums)), None
 
         micros = _split_micro_batches(batch, micro_batches)
         # The sums this loss returns (NSP adds some), each a zero to accumulate into.
         sums_shape = jax.eval_shape(loss_fn, state.params,
                                     jax.tree.map(lambda x: x[0], micros), step_key)
-        zeros = (jax.tree.map(jnp.zeros_like, state.params),
+        # Gradients add up in float32 (or wider) whatever the parameters' dtype: bfloat16 sums
+        # of many micro-batches would round away the later ones' contributions.
+        zeros = (jax.tree.map(lambda p: jnp.zeros(p.shape, _wide(p.dtype)), state.params),
                  jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sums_shape))
         (grads, sums), _ = jax.lax.scan(
             accumulate, zeros, (micros, jnp.arange(micro_batches)))
     weight = jnp.maximum(sums["weight_sum"], 1.0)
-    grads = jax.tree.map(lambda g: g / weight, grads)
+    # Divided in float32, then handed to the optimizer in the parameters' dtypes (its state keeps
+    # its dtypes; optim.with_master_copy casts them up again for a float32 master copy).
+    grads = jax.tree.map(lambda g, p: (g.astype(_wide(g.dtype)) / weight).astype(p.dtype),
+                         grads, state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": sums["loss_sum"] / weight, "accuracy": sums["correct_sum"] / weight,

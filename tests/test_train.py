@@ -39,9 +39,16 @@ def synthetic_batches(cfg, num, batch_size=8, length=16, seed=0):
     return out
 
 
-def run(cfg, batches, mesh, micro_batches=1, optim=OPTIM):
-    model = build_model(cfg)
-    state, shardings = create_train_state(model, make_optimizer(optim), 0, batches[0], mesh)
+def run(cfg, batches, mesh, micro_batches=1, optim=OPTIM, start=None):
+    """Losses and final state; `start`: initial params (cast to cfg.param_dtype) instead of
+    cfg's own initialisation."""
+    model, optimizer = build_model(cfg), make_optimizer(optim)
+    state, shardings = create_train_state(model, optimizer, 0, batches[0], mesh)
+    if start is not None:
+        def restart(state):
+            params = jax.tree.map(lambda x, p: x.astype(p.dtype), start, state.params)
+            return state.replace(params=params, opt_state=optimizer.init(params))
+        state = jax.jit(restart, out_shardings=shardings)(state)
     step = jit_train_step(model, optim, shardings, mesh, micro_batches=micro_batches)
     losses = []
     with sharding.activate(mesh):
