@@ -157,7 +157,7 @@ def test_scripts_refuse_unknown_names_in_one_line(script, args, line):
 
 @pytest.mark.parametrize("script,needle", [
     ("pretrain.py", "Sections: checkpoint, data, mesh, model, objectives, optim, train"),
-    ("compare_objectives.py", "Sections: data, finetune, mesh, model, pretrain"),
+    ("compare_objectives.py", "Sections: data, evaluation, finetune, mesh, model, pretrain"),
     ("finetune.py", "documented in jaxlm/config.py (sections: checkpoint, data, mesh, model"),
     ("generate.py", "documented in jaxlm/config.py (sections: checkpoint, data, mesh, model"),
     ("benchmark.py", "documented in jaxlm/config.py (sections: checkpoint, data, mesh, model"),
