@@ -93,9 +93,13 @@ def unknown_field_message(path: str, config: ml_collections.ConfigDict) -> str:
         + ", ".join(valid)
 
 
+def _sections(config: ml_collections.ConfigDict) -> list[str]:
+    return [key for key in config.keys() if isinstance(config[key], ml_collections.ConfigDict)]
+
+
 def config_sections_help(config: ml_collections.ConfigDict, documented_in: str) -> str:
     """The text of --config's help: its sections and the file that documents every field."""
-    sections = [key for key in config.keys() if isinstance(config[key], ml_collections.ConfigDict)]
+    sections = _sections(config)
     top = [key for key in config.keys() if key not in sections]
     return (f"Run config file[:arg] (default and field documentation: {documented_in}). "
             f"Top-level fields: {', '.join(top)}. Sections: {', '.join(sections)}. Override any "
@@ -107,7 +111,7 @@ def run_config_epilog(config: ml_collections.ConfigDict,
                       source: str = "a --workdir's config.json holds the resolved fields of the "
                                     "run config") -> str:
     """--help epilog of scripts that read run configs without a --config flag of their own."""
-    sections = [key for key in config.keys() if isinstance(config[key], ml_collections.ConfigDict)]
+    sections = _sections(config)
     return (f"Run config: {source}, documented in jaxlm/config.py (sections: "
             f"{', '.join(sections)}); experiments/configs/*.py hold the per-objective presets.")
 

@@ -57,7 +57,7 @@ def _new_value(config: ml_collections.ConfigDict, path: str) -> tuple[str, objec
 @pytest.mark.parametrize("config_file", _config_files(),
                          ids=lambda p: os.path.relpath(p, ROOT))
 def test_every_leaf_of_every_config_is_overridable_from_the_command_line(config_file):
-    loaded = cli.config_flags_lib.ConfigFileFlagParser(name="config").parse(config_file)
+    loaded = cli.load_config_file(config_file)
     leaves = cli.config_leaves(loaded)
     assert len(leaves) > 5
     expected, argv = {}, ["prog", f"--config={config_file}"]
