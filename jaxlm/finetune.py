@@ -164,8 +164,11 @@ class ClassifierSteps:
                                shardings.params, batch_rows_sharding(self.mesh)),
                                out_shardings=NamedSharding(self.mesh, PartitionSpec())))
         if pretrained is not None:  # AdamW's state (zero moments, a count) stays as it is
+            # A copy, always: the train step donates the state, and where the caller's arrays
+            # already have the target sharding device_put would hand over those very buffers (a
+            # second fine-tuning from the same params would then read deleted buffers).
             backbone = jax.device_put(_match_backbone(pretrained, state.params["backbone"]),
-                                      shardings.params["backbone"])
+                                      shardings.params["backbone"], may_alias=False)
             state = state.replace(params={**state.params, "backbone": backbone})
         return state
 
