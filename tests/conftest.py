@@ -14,6 +14,14 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Tests compile the same tiny programs many times over (each run builds fresh jitted closures, a
+# resume test compiles its step twice, the subprocess tests once per process): a persistent
+# compilation cache, shared by the xdist workers and the subprocesses through the environment,
+# compiles each program once. It lives in pytest's own cache folder, so a clean clone starts empty.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".pytest_cache", "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 # TensorFlow (tf.data only) must never grab an accelerator or flood the log.
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
