@@ -2,9 +2,10 @@
 
 The PyTorch side is golden data in tests/hf_reference/ (save_pretrained folders of tiny random
 models and transformers' PyTorch logits, written by tests/hf_reference/make_reference.py), so the
-default test install needs no torch. transformers' Flax models (transformers < 5, on JAX) are the
-live reference. transformers and torch are imported inside the tests that use them, so that
-collection never depends on them.
+default test install needs no torch (`python tests/hf_reference/make_reference.py --check` checks
+that data against live PyTorch). transformers' Flax models (transformers < 5, on JAX) are the
+live reference. transformers is imported inside the tests that use it, so that collection never
+depends on it.
 """
 
 import json
@@ -23,38 +24,16 @@ from safetensors.numpy import load_file, save_file
 
 from jaxlm.hf import from_hf, to_hf
 from jaxlm.models import build_model, get_preset, init_params, stack_layers
-from tests.hf_reference.make_reference import VOCAB, hf_kwargs
+from tests.hf_reference.make_reference import (NAMES, TOL, VOCAB, architecture, hf_kwargs,
+                                               load_reference, max_err)
 
-TOL = 1e-4
-REFERENCE = os.path.join(os.path.dirname(__file__), "hf_reference")
-NAMES = ("gpt2", "bert", "t5_v1_0", "t5_v1_1")
 # config.json fields that only training or bookkeeping read (jaxlm imports no dropout).
 UNUSED_AT_INFERENCE = re.compile(
     r"pdrop|dropout|^initializer_|^_name_or_path$|^dtype$|^transformers_version$")
 
 
-def _reference(name: str) -> tuple[str, dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """(golden folder, jaxlm batch, mask of output positions to compare, PyTorch logits)."""
-    path = os.path.join(REFERENCE, name)
-    with np.load(os.path.join(path, "reference.npz")) as f:
-        data = dict(f)
-    keep, logits = data.pop("keep"), data.pop("logits")
-    return path, data, keep, logits
-
-
-def _architecture(path: str) -> str:
-    """The transformers class a save_pretrained folder names."""
-    with open(os.path.join(path, "config.json")) as f:
-        return json.load(f)["architectures"][0]
-
-
 def _jaxlm_logits(model, params, batch) -> np.ndarray:
     return np.asarray(jax.jit(model.apply)({"params": params}, batch))
-
-
-def _max_err(out: np.ndarray, ref: np.ndarray, keep: np.ndarray) -> float:
-    assert out.shape == ref.shape
-    return float(np.abs(out - ref)[keep].max())
 
 
 class _JnpWithClipAMax(types.ModuleType):
@@ -85,12 +64,12 @@ def _transformers(monkeypatch):
     ("gpt2", True), ("gpt2", False), ("bert", True), ("bert", False), ("t5_v1_0", False),
     ("t5_v1_1", True)])
 def test_from_hf_safetensors_matches_pytorch_reference(name, scan_layers):
-    path, batch, keep, ref = _reference(name)
+    path, batch, keep, ref = load_reference(name)
     model, params = from_hf(path, scan_layers=scan_layers)
     assert model.cfg.scan_layers == scan_layers
     stack = params["decoder" if "decoder" in params else "encoder"]
     assert ("layers" in stack) == scan_layers and ("layers_0" in stack) != scan_layers
-    assert _max_err(_jaxlm_logits(model, params, batch), ref, keep) < TOL
+    assert max_err(_jaxlm_logits(model, params, batch), ref, keep) < TOL
     other_model, other = from_hf(path, scan_layers=not scan_layers)
     assert other_model.cfg == model.cfg.replace(scan_layers=not scan_layers)
     unrolled, scanned = (other, params) if scan_layers else (params, other)
@@ -101,7 +80,7 @@ def test_from_hf_safetensors_matches_pytorch_reference(name, scan_layers):
 def test_to_hf_reproduces_reference(monkeypatch, tmp_path, name):
     """Export of an import: the golden tensors exactly, and the config transformers builds."""
     transformers = _transformers(monkeypatch)
-    path = _reference(name)[0]
+    path = load_reference(name)[0]
     model, params = from_hf(path, scan_layers=True)
     to_hf(model, params, str(tmp_path))
     golden, exported = (load_file(os.path.join(p, "model.safetensors")) for p in (path, tmp_path))
@@ -109,7 +88,7 @@ def test_to_hf_reproduces_reference(monkeypatch, tmp_path, name):
     for key, value in golden.items():
         assert exported[key].dtype == value.dtype, key
         np.testing.assert_array_equal(exported[key], value, err_msg=key)
-    assert _architecture(str(tmp_path)) == _architecture(path)
+    assert architecture(str(tmp_path)) == architecture(path)
     want, got = (transformers.AutoConfig.from_pretrained(str(p)) for p in (path, tmp_path))
     assert type(got) is type(want)
     want, got = want.to_dict(), got.to_dict()
@@ -141,8 +120,8 @@ def test_from_hf_flax_msgpack_matches_transformers_flax(monkeypatch, tmp_path, n
     """transformers converts the golden folder to its Flax model and writes flax_model.msgpack;
     jaxlm imports the same params from it, and its logits are the Flax model's, live."""
     transformers = _transformers(monkeypatch)
-    path, batch, keep, ref = _reference(name)
-    flax_class = getattr(transformers, "Flax" + _architecture(path))
+    path, batch, keep, ref = load_reference(name)
+    flax_class = getattr(transformers, "Flax" + architecture(path))
     flax_model = flax_class.from_pretrained(path, from_pt=True)
     flax_model.save_pretrained(str(tmp_path))
     assert "flax_model.msgpack" in os.listdir(tmp_path)
@@ -152,14 +131,14 @@ def test_from_hf_flax_msgpack_matches_transformers_flax(monkeypatch, tmp_path, n
     assert model.cfg == pt_model.cfg
     jax.tree.map(np.testing.assert_array_equal, params, from_pt)
     live = np.asarray(flax_model(**hf_kwargs(batch)).logits)
-    assert _max_err(_jaxlm_logits(model, params, batch), live, keep) < TOL
-    assert _max_err(live, ref, keep) < TOL  # and the live reference agrees with the golden one
+    assert max_err(_jaxlm_logits(model, params, batch), live, keep) < TOL
+    assert max_err(live, ref, keep) < TOL  # and the live reference agrees with the golden one
 
 
 def test_from_hf_flax_msgpack_t5_names(tmp_path):
     """A flax_model.msgpack with FlaxT5's names written here (the shared embedding stored once,
     T5 norms under `weight`): the same params as the PyTorch-named import."""
-    path = _reference("t5_v1_0")[0]
+    path = load_reference("t5_v1_0")[0]
     with open(os.path.join(path, "config.json")) as f, open(tmp_path / "config.json", "w") as g:
         g.write(f.read())
     tensors = load_file(os.path.join(path, "model.safetensors"))
@@ -206,30 +185,11 @@ def test_native_jaxlm_model_exports(monkeypatch, tmp_path, family, auto, changes
     to_hf(model, params, str(tmp_path))
     hf_model = getattr(transformers, auto).from_pretrained(str(tmp_path), from_pt=True)
     name = {"decoder": "gpt2", "encoder": "bert", "encoder_decoder": "t5_v1_1"}[family]
-    _, batch, keep, _ = _reference(name)
+    _, batch, keep, _ = load_reference(name)
     live = np.asarray(hf_model(**hf_kwargs(batch)).logits)
-    assert _max_err(_jaxlm_logits(model, leaves, batch), live, keep) < TOL
+    assert max_err(_jaxlm_logits(model, leaves, batch), live, keep) < TOL
     _, back = from_hf(str(tmp_path))
     jax.tree.map(np.testing.assert_array_equal, back, leaves)
-
-
-def test_golden_and_export_match_live_pytorch(monkeypatch, tmp_path):
-    """With the `hf` extra (torch): the golden folders still give their stored logits in the
-    installed transformers, and so do jaxlm's exports of them, tensor for tensor."""
-    torch = pytest.importorskip("torch")
-    transformers = _transformers(monkeypatch)
-    for name in NAMES:
-        path, batch, keep, ref = _reference(name)
-        model, params = from_hf(path)
-        to_hf(model, params, str(tmp_path / name))
-        golden, exported = (getattr(transformers, _architecture(p)).from_pretrained(p).eval()
-                            for p in (path, str(tmp_path / name)))
-        kwargs = {k: torch.tensor(v) for k, v in hf_kwargs(batch).items()}
-        for hf_model in (golden, exported):
-            with torch.no_grad():
-                assert _max_err(hf_model(**kwargs).logits.numpy(), ref, keep) < TOL, name
-        for key, value in golden.state_dict().items():
-            torch.testing.assert_close(exported.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
 
 @pytest.mark.parametrize("family,changes,option", [
@@ -271,7 +231,7 @@ def test_from_hf_refuses_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="holds no weights"):
         from_hf(str(tmp_path))
 
-    path = _reference("gpt2")[0]
+    path = load_reference("gpt2")[0]
     with open(os.path.join(path, "config.json")) as f:
         config = json.load(f)
     tensors = load_file(os.path.join(path, "model.safetensors"))
@@ -297,7 +257,7 @@ def test_from_hf_refuses_bad_inputs(tmp_path):
 
 def test_tied_lm_head_copy_is_accepted(tmp_path):
     """Older GPT-2 checkpoints also store lm_head.weight (tied to wte): not an unused tensor."""
-    path = _reference("gpt2")[0]
+    path = load_reference("gpt2")[0]
     tensors = load_file(os.path.join(path, "model.safetensors"))
     tensors["lm_head.weight"] = tensors["transformer.wte.weight"].copy()
     save_file(tensors, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})

@@ -12,16 +12,28 @@ CUDA wheels). For each model it writes tests/hf_reference/<name>/: config.json a
 model.safetensors (save_pretrained, PyTorch names) and reference.npz: the jaxlm batch (feature
 names as in jaxlm), `keep` (the output positions that are defined) and transformers' PyTorch
 `logits` for it.
+
+    python tests/hf_reference/make_reference.py --check     # with jaxlm installed: .[dev,hf]
+
+checks the stored data against live PyTorch instead of writing it: the golden folders still give
+their stored logits in the installed transformers, and so do jaxlm's exports of them
+(`jaxlm.hf.to_hf` after `from_hf`), tensor for tensor. tests/test_hf.py runs on the stored data
+alone, so the default test install needs no torch; run the check after upgrading transformers.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+import tempfile
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VOCAB = 128
+NAMES = ("gpt2", "bert", "t5_v1_0", "t5_v1_1")
+TOL = 1e-4  # max |logit difference| on the positions that are defined
 
 
 def models() -> dict:
@@ -90,6 +102,55 @@ def hf_kwargs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return kwargs
 
 
+def load_reference(name: str) -> tuple[str, dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """(golden folder, jaxlm batch, mask of output positions to compare, PyTorch logits)."""
+    path = os.path.join(HERE, name)
+    with np.load(os.path.join(path, "reference.npz")) as f:
+        data = dict(f)
+    keep, logits = data.pop("keep"), data.pop("logits")
+    return path, data, keep, logits
+
+
+def architecture(path: str) -> str:
+    """The transformers class a save_pretrained folder names."""
+    with open(os.path.join(path, "config.json")) as f:
+        return json.load(f)["architectures"][0]
+
+
+def max_err(out: np.ndarray, ref: np.ndarray, keep: np.ndarray) -> float:
+    """The largest |out - ref| over the kept positions (shapes must agree)."""
+    assert out.shape == ref.shape, (out.shape, ref.shape)
+    return float(np.abs(out - ref)[keep].max())
+
+
+def check() -> None:
+    """Stored logits == live PyTorch, for the golden folders and for jaxlm's exports of them."""
+    import torch
+    import transformers
+
+    from jaxlm.hf import from_hf, to_hf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in NAMES:
+            path, batch, keep, ref = load_reference(name)
+            model, params = from_hf(path)
+            exported_path = os.path.join(tmp, name)
+            to_hf(model, params, exported_path)
+            golden, exported = (getattr(transformers, architecture(p)).from_pretrained(p).eval()
+                                for p in (path, exported_path))
+            kwargs = {k: torch.tensor(v) for k, v in hf_kwargs(batch).items()}
+            for what, hf_model in (("golden", golden), ("export", exported)):
+                with torch.no_grad():
+                    err = max_err(hf_model(**kwargs).logits.numpy(), ref, keep)
+                if err >= TOL:
+                    raise SystemExit(f"{name} {what}: max logit error {err:.2e} >= {TOL}")
+            for key, value in golden.state_dict().items():
+                torch.testing.assert_close(exported.state_dict()[key], value, rtol=0, atol=0,
+                                           msg=key)
+            print(f"{name}: golden and export match live PyTorch "
+                  f"(transformers {transformers.__version__}, torch {torch.__version__})")
+
+
 def main() -> None:
     import torch
 
@@ -109,4 +170,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    check() if sys.argv[1:] == ["--check"] else main()
