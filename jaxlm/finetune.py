@@ -164,11 +164,8 @@ class ClassifierSteps:
                                shardings.params, batch_rows_sharding(self.mesh)),
                                out_shardings=NamedSharding(self.mesh, PartitionSpec())))
         if pretrained is not None:  # AdamW's state (zero moments, a count) stays as it is
-            # A copy, always: the train step donates the state, and where the caller's arrays
-            # already have the target sharding device_put would hand over those very buffers (a
-            # second fine-tuning from the same params would then read deleted buffers).
             backbone = jax.device_put(_match_backbone(pretrained, state.params["backbone"]),
-                                      shardings.params["backbone"], may_alias=False)
+                                      shardings.params["backbone"])
             state = state.replace(params={**state.params, "backbone": backbone})
         return state
 
@@ -218,7 +215,11 @@ def _match_backbone(pretrained: Any, abstract: Any) -> Any:
     if unused:
         raise ValueError(f"Pretrained params {unused[:3]} have no place in the backbone: is the "
                          "model config the checkpoint's?")
-    return unflatten_dict({k: jnp.asarray(have[k], want[k].dtype) for k in want}, sep="/")
+    # Copies, always: the train step donates the state, and device_put may hand over the
+    # caller's own buffers (on the target devices already, or one shard of them), which a second
+    # fine-tuning from the same params (one per k-shot subset) would then find deleted.
+    return unflatten_dict({k: jnp.array(have[k], want[k].dtype, copy=True) for k in want},
+                          sep="/")
 
 
 # --------------------------------------------------------------------------------------------------

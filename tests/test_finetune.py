@@ -120,14 +120,17 @@ def test_the_shared_step_trains_the_classifier_like_a_direct_optax_update():
     assert state.params["classifier"]["kernel"].sharding.mesh.size == 8
 
 
-def test_fine_tuning_never_donates_the_callers_params():
-    """The train step donates its state. Pretrained params that already carry the backbone's
-    sharding (a comparison arm's, fine-tuned once per k-shot subset) must be copied into it, not
-    handed over: a second fine-tuning from them would read deleted buffers."""
+@pytest.mark.parametrize("placed", ["like_the_backbone", "on_one_device"])
+def test_fine_tuning_never_donates_the_callers_params(placed):
+    """The train step donates its state. Pretrained params (a comparison arm's, or a baseline's
+    random init, fine-tuned once per k-shot subset) must be copied into it, not handed over,
+    wherever they lie: a second fine-tuning from them would read deleted buffers."""
     cfg = tiny("decoder")
     fns = classifier_steps(cfg, 3, "last", OptimConfig(warmup_steps=0),
                            sharding.make_mesh(-1, 1, 1), 8, 12)
     pretrained = fns.init(1).params["backbone"]  # exactly the backbone's shardings
+    if placed == "on_one_device":
+        pretrained = jax.device_put(jax.device_get(pretrained), jax.devices()[0])
     rng = np.random.default_rng(0)
     batch = classifier_batch("decoder", rng.integers(3, cfg.vocab_size, (8, 12)))
     batch["labels"] = rng.integers(0, 3, 8).astype(np.int32)
