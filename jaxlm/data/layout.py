@@ -11,6 +11,10 @@ Everything per objective comes from the table in jaxlm/objectives/registry.py (L
   prefix_lm        encoder_decoder  greedy           L - 1  (prefix_lm_encoder_decoder)  L  L
   mlm              encoder_decoder  concat           L - 1  (mlm_encoder_decoder)        L  L
   ul2              encoder_decoder  greedy           L - 2  (mode token + EOS)           L  >= L
+  bart             encoder_decoder  concat           L - 1  (+ EOS)                      L  L
+  deshuffle        encoder_decoder  concat           L - 1  (+ EOS)                      L  L
+  hybrid           decoder          concat           L                       -        L
+  nsp              encoder          concat           2L (A, B and NotNext text)  L    -
 
 'concat' (T5's concat-and-split): documents + EOS are concatenated into one stream and cut into
 chunks of exactly the raw length, so CLM and MLM rows hold L real tokens and span-corruption inputs
@@ -30,6 +34,9 @@ examples inside one document. `packing='greedy'` gives MLM document-isolated exa
 DOC-SENTENCES style) at the cost of one objective call per document.
 The decoder length of greedy / none rows is the largest target any piece can produce (computed from
 the objective's own length arithmetic), at least L for the prefix-LM / UL2 forms.
+NSP (`batch_others`) also reads the rest of its batch: the documents of the other chunks (concat)
+or of the window's other documents (greedy / none) that cannot be its own supply the NotNext
+segments (jaxlm/data/packing.py).
 """
 
 from __future__ import annotations
@@ -91,6 +98,10 @@ class Layout:
     @functools.cached_property
     def objective_fn(self) -> Any:
         return obj.get_objective(self.objective, **self.kwargs)
+
+    @property
+    def batch_others(self) -> bool:  # the objective reads other documents of its batch (NSP)
+        return obj.FORMS[self.objective].batch_others
 
 
 def check_choices(

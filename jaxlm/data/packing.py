@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxlm.conventions import PAD_ID
+from jaxlm.conventions import EOS_ID, PAD_ID
 from jaxlm.data.layout import Layout
 
 
@@ -63,10 +63,44 @@ def split_pieces(
 
 
 def apply_objective(
-    layout: Layout, pieces: Sequence[np.ndarray], seeds: np.ndarray
+    layout: Layout,
+    pieces: Sequence[np.ndarray],
+    seeds: np.ndarray,
+    others: Sequence[list[np.ndarray]] | None = None,
 ) -> list[dict[str, np.ndarray]]:
+    """The objective on every piece; `others[i]` (forms with `batch_others`) goes to piece i."""
     fn = layout.objective_fn
-    return [fn(p, int(s)) for p, s in zip(pieces, seeds, strict=True)]
+    if others is None:
+        return [fn(p, int(s)) for p, s in zip(pieces, seeds, strict=True)]
+    return [fn(p, int(s), others=o) for p, s, o in zip(pieces, seeds, others, strict=True)]
+
+
+def chunk_others(chunks: Sequence[np.ndarray], eos_id: int = EOS_ID) -> list[list[np.ndarray]]:
+    """concat, for each chunk of a batch: the documents of the batch's other chunks that cannot be
+    the document its first token belongs to, EOS dropped.
+
+    The chunks are consecutive pieces of the token stream, in order, so no document id is
+    needed: a document that starts inside a later chunk starts after chunk i's first token, and
+    a document that starts and ends inside an earlier chunk ends before it. The text before a
+    chunk's first EOS (a document begun earlier) and, in earlier chunks, after their last EOS (a
+    document that may run on into chunk i) is never offered.
+    """
+    starting: list[list[np.ndarray]] = []  # per chunk: the documents that start inside it
+    for chunk in chunks:
+        chunk = np.asarray(chunk, dtype=np.int32)
+        ends = np.flatnonzero(chunk == eos_id)
+        parts = np.split(chunk, ends + 1)[1:]  # parts[-1]: after the last EOS (may run on)
+        starting.append([p[p != eos_id] for p in parts])
+    complete = [s[:-1] for s in starting]  # these end with an EOS inside the chunk
+    return [[d for j in range(len(chunks)) if j != i
+             for d in (starting[j] if j > i else complete[j]) if d.size]
+            for i in range(len(chunks))]
+
+
+def piece_others(pieces: Sequence[np.ndarray], doc_row: np.ndarray) -> list[list[np.ndarray]]:
+    """greedy / none, for each piece of a window: the pieces of the window's other documents."""
+    return [[p for p, d in zip(pieces, doc_row) if d != doc_row[i] and p.size]
+            for i in range(len(pieces))]
 
 
 def assemble_rows(
@@ -147,7 +181,8 @@ def window_rows(
     values, lengths = np.asarray(values, dtype=np.int32), np.asarray(lengths, dtype=np.int64)
     pieces, doc_row, index = split_pieces(values, lengths, layout.raw_len)
     seeds = mix_seeds(seed, process_index, epoch, np.asarray(docs)[doc_row], index)
-    examples = apply_objective(layout, pieces, seeds)
+    others = piece_others(pieces, doc_row) if layout.batch_others else None
+    examples = apply_objective(layout, pieces, seeds, others)
     return assemble_rows(layout, examples, greedy=layout.packing == "greedy")
 
 
@@ -162,7 +197,10 @@ def chunk_rows(
 ) -> dict[str, np.ndarray]:
     """concat: a batch of chunks [B, raw_len] (the first `lengths` tokens real) -> rows.
 
-    starts [B, 3]: (epoch, document, offset) of each chunk's first token, for the seeds.
+    starts [B, 3]: (epoch, document, offset) of each chunk's first token, for the seeds. The
+    chunks are consecutive in the stream; an objective with `batch_others` (NSP) also reads the
+    other chunks' documents (`chunk_others`), so its examples depend on the batch they are in,
+    which the resume position and the local batch size fix.
     """
     chunks, lengths = np.asarray(chunks, dtype=np.int32), np.asarray(lengths, dtype=np.int64)
     if layout.objective == "clm":  # vectorized; identical to objectives.clm + padding
@@ -180,4 +218,6 @@ def chunk_rows(
     starts = np.asarray(starts, dtype=np.int64).reshape(-1, 3)
     seeds = mix_seeds(seed, process_index, starts[:, 0], starts[:, 1], starts[:, 2])
     pieces = [c[:n] for c, n in zip(chunks, lengths, strict=True)]
-    return assemble_rows(layout, apply_objective(layout, pieces, seeds), greedy=False)
+    others = (chunk_others(pieces, int(layout.kwargs.get("eos_id", EOS_ID)))
+              if layout.batch_others else None)
+    return assemble_rows(layout, apply_objective(layout, pieces, seeds, others), greedy=False)

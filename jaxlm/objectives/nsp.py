@@ -6,11 +6,13 @@ stream (concat packing with a raw length of two rows, `nsp_stream_lengths`), in 
 the document boundaries. The pair fills at most half of it (len(tokens) // 2 - 3 text tokens plus
 [CLS] and two [SEP]). A is the start of the window's first document; B is, by the seed, with
 probability one half the text that follows A in the same document (label 1, IsNext), else a
-segment starting at a uniformly random place of another document of the window, chosen uniformly
-(label 0, NotNext). A window that lies inside one document has no other document: its example is a
-true pair whatever the seed, so on a corpus whose documents are much longer than two rows the
-NotNext share falls below one half (`nsp_pair` reports which case applied; on the offline corpus
-the share is 0.27 at seq_len 128 and 0.39 at 512).
+segment starting at a uniformly random place of another document (label 0, NotNext), chosen
+uniformly among the window's later documents and `others`. The pipeline passes as `others` the
+documents of the other windows of the same batch that cannot be A's (`batch_others` in
+jaxlm/data/packing.py), because a window that lies inside one long document has no other document
+of its own. On the offline corpus (byte tokens, batch 32) the NotNext share is 0.50 at seq_len
+512 (0.40 from the window alone) and 0.44 at seq_len 128 (0.27): a batch that lies wholly inside
+one document still gives true pairs whatever the seed (`nsp_pair` reports which case applied).
 
 Features (encoder stream, so they pack like any encoder feature): encoder_input_tokens (the pair,
 MLM-corrupted), encoder_target_tokens, encoder_loss_weights (MLM), encoder_token_types (0 on
@@ -20,7 +22,7 @@ encoder_nsp_weights (1 at [CLS]: the position whose pooled state the classificat
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,11 +41,12 @@ def documents(tokens: np.ndarray, eos_id: int = EOS_ID) -> list[np.ndarray]:
 
 
 def nsp_pair(
-    tokens: np.ndarray, *, seed: int, eos_id: int = EOS_ID
+    tokens: np.ndarray, *, seed: int, eos_id: int = EOS_ID, others: Sequence[np.ndarray] = ()
 ) -> tuple[np.ndarray, np.ndarray, int, bool]:
     """(A, B, label, label_drawn): label 1 if B follows A in its document, 0 if B comes from
-    another document; label_drawn is False where the window could not give what the seed drew
-    (a NotNext draw in a one-document window gives a true pair)."""
+    another document (a later one of the window or one of `others`, documents that are not A's);
+    label_drawn is False where the window could not give what the seed drew (a NotNext draw with
+    no other document gives a true pair)."""
     tokens = as_tokens(tokens)
     budget = max(tokens.size // 2 - 3, 0)
     docs = documents(tokens, eos_id)
@@ -52,15 +55,15 @@ def nsp_pair(
     gen = rng(seed, STREAM_NSP)
     want_next = bool(gen.random() < 0.5)
     first = docs[0]
-    others = docs[1:]
-    if want_next or not others:
+    candidates = docs[1:] + [d for d in others if d.size]
+    if want_next or not candidates:
         seg = first[:budget]
         if seg.size < 2:  # a one-token document: nothing follows A in it
             return seg, seg[:0], 1, False
         a = int(gen.integers(1, seg.size))
         return seg[:a], seg[a:], 1, want_next
     a = int(gen.integers(1, min(first.size, budget - 1) + 1))
-    other = others[int(gen.integers(len(others)))]
+    other = candidates[int(gen.integers(len(candidates)))]
     room = budget - a
     start = int(gen.integers(0, max(other.size - room, 0) + 1))
     return first[:a], other[start:start + room], 0, True
@@ -79,13 +82,15 @@ def nsp(
     mask_token_fraction: float = 0.8,
     random_token_fraction: float = 0.1,
     special_ids: Collection[int] = (PAD_ID, EOS_ID, UNK_ID),
+    others: Sequence[np.ndarray] = (),
 ) -> Features:
-    """[CLS] A [SEP] B [SEP] with BERT masking and the next-sentence label (module docstring)."""
+    """[CLS] A [SEP] B [SEP] with BERT masking and the next-sentence label (module docstring);
+    `others`: documents, not A's, that NotNext may draw B from besides the window's own."""
     for name, value in (("cls_id", cls_id), ("sep_id", sep_id)):
         if not 0 <= int(value) < int(vocab_size) or int(value) in (PAD_ID, int(mask_id)):
             raise ValueError(f"{name}={value} must be an id in [0, {vocab_size}) other than pad "
                              "and the mask id")
-    a, b, label, _ = nsp_pair(tokens, seed=seed, eos_id=eos_id)
+    a, b, label, _ = nsp_pair(tokens, seed=seed, eos_id=eos_id, others=others)
     pair = np.concatenate([i32([cls_id]), a, i32([sep_id]), b, i32([sep_id])])
     masked = mlm(pair, seed=seed, vocab_size=vocab_size, mask_id=mask_id, mask_rate=mask_rate,
                  mask_token_fraction=mask_token_fraction,

@@ -47,6 +47,8 @@ class Form:
     vocab_kwargs: vocabulary -> the keyword arguments the function takes from it.
     model: architecture fields (jaxlm.models.ModelConfig) the features need, as (field, value)
       pairs, applied where the config leaves them unset (NSP's token types and classifier).
+    batch_others: the function takes `others`, documents of the rest of its batch that are not
+      its own first document (NSP's NotNext segments; jaxlm/data/packing.py finds them).
     """
 
     fn: Callable[..., Features]
@@ -57,6 +59,7 @@ class Form:
     adds_eos: bool
     vocab_kwargs: Callable[[Any], dict[str, Any]]
     model: tuple[tuple[str, Any], ...] = ()
+    batch_others: bool = False
 
 
 _DECODER = ("decoder_target_tokens", "decoder_input_tokens", "decoder_loss_weights")
@@ -101,12 +104,14 @@ FORMS: dict[str, Form] = {
         fn=hybrid, family="decoder", features=(*_DECODER, "decoder_causal_attention"),
         lengths=same_lengths("decoder"), packing="concat", adds_eos=False,
         vocab_kwargs=masking.mlm_vocab_kwargs),
-    # Windows of two rows: the pair fills one, the other documents supply NotNext segments.
+    # Windows of two rows: the pair fills one; the window's other documents and those of the
+    # rest of the batch supply NotNext segments.
     "nsp": Form(
         fn=nsp, family="encoder",
         features=(*_ENCODER, "encoder_token_types", "encoder_nsp_labels", "encoder_nsp_weights"),
         lengths=nsp_stream_lengths, packing="concat", adds_eos=False,
-        vocab_kwargs=nsp_vocab_kwargs, model=(("num_token_types", 2), ("classifier_classes", 2))),
+        vocab_kwargs=nsp_vocab_kwargs, model=(("num_token_types", 2), ("classifier_classes", 2)),
+        batch_others=True),
 }
 
 # The objectives a config may name (config.objective): family -> form, natural family first.
@@ -157,8 +162,9 @@ def objective_vocab_kwargs(name: str, vocab: Any) -> dict[str, Any]:
     return FORMS[name].vocab_kwargs(vocab)
 
 
-def get_objective(name: str, **kwargs: Any) -> Callable[[np.ndarray, int], Features]:
-    """`fn(tokens, seed) -> features` with `kwargs` bound; arguments are checked here, eagerly."""
+def get_objective(name: str, **kwargs: Any) -> Callable[..., Features]:
+    """`fn(tokens, seed) -> features` with `kwargs` bound; arguments are checked here, eagerly.
+    A form with `batch_others` also takes `fn(tokens, seed, others=[...])`."""
     if name not in FORMS:
         raise ValueError(f"unknown objective {name!r}; valid names: {sorted(FORMS)}")
     fn = FORMS[name].fn
@@ -166,8 +172,8 @@ def get_objective(name: str, **kwargs: Any) -> Callable[[np.ndarray, int], Featu
     if "seed" in kwargs or "tokens" in kwargs:
         raise ValueError(f"objective {name!r}: tokens and seed are call arguments, not kwargs")
 
-    def bound(tokens: np.ndarray, seed: int) -> Features:
-        return fn(tokens, seed=seed, **kwargs) if seeded else fn(tokens, **kwargs)
+    def bound(tokens: np.ndarray, seed: int, **context: Any) -> Features:
+        return fn(tokens, seed=seed, **kwargs, **context) if seeded else fn(tokens, **kwargs)
 
     # One call on an empty sequence runs every argument check of the objective now, so a bad
     # config fails before any pipeline is built (and missing / unknown kwargs are caught too).

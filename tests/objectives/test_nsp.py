@@ -47,6 +47,55 @@ def test_a_one_document_window_gives_true_pairs():
     assert 60 < sum(not d for *_, d in drawn) < 140  # the NotNext draws it could not honour
 
 
+def _stream(rng, n_docs, max_len):
+    """Documents of distinct token ranges (doc k: ids 10000 + 1000k ...), each ended by EOS."""
+    return np.concatenate([np.r_[10_000 + 1000 * k + np.arange(int(rng.integers(1, max_len))),
+                                 EOS] for k in range(n_docs)]).astype(np.int32)
+
+
+@pytest.mark.parametrize("max_len", [40, 400])  # documents shorter and longer than a chunk
+def test_the_batch_offers_only_other_documents_and_whole_ones(max_len):
+    from jaxlm.data.packing import chunk_others
+
+    rng = np.random.default_rng(max_len)
+    for _ in range(50):
+        stream = _stream(rng, 200, max_len)
+        chunks = [stream[i:i + 128] for i in range(0, 16 * 128, 128)]  # consecutive, in order
+        for i, others in enumerate(chunk_others(chunks)):
+            own = (chunks[i][0] - 10_000) // 1000  # the document of the chunk's first token
+            for doc in others:
+                k = (doc[0] - 10_000) // 1000
+                assert k != own and EOS not in doc
+                whole = 10_000 + 1000 * k + np.arange(doc.size)
+                np.testing.assert_array_equal(doc, whole)  # from the document's start
+        if max_len == 40:  # short documents: every chunk but the first starts mid-stream
+            assert all(len(o) > 10 for o in chunk_others(chunks))
+
+
+def test_negatives_from_the_batch_come_from_other_documents():
+    rng = np.random.default_rng(3)
+    x = 10 + np.arange(128, dtype=np.int32)  # a window inside one document
+    others = [100 * k + 10 + np.arange(int(rng.integers(5, 60)), dtype=np.int32)
+              for k in range(1, 5)]
+    labels = []
+    for seed in range(2000):
+        a, b, label, drawn = O.nsp_pair(x, seed=seed, others=others)
+        assert drawn
+        if label == 0:
+            assert b[0] // 100 in range(1, 5) and np.all(b // 100 == b[0] // 100)
+        labels.append(label)
+    assert abs(np.mean(labels) - 0.5) < 4 * np.sqrt(0.25 / len(labels))
+
+
+def test_greedy_pieces_offer_the_window_s_other_documents():
+    from jaxlm.data.packing import piece_others
+
+    pieces = [np.arange(3), np.arange(3, 5), np.arange(5, 9)]
+    others = piece_others(pieces, np.array([0, 0, 1]))
+    assert [[p.tolist() for p in o] for o in others] == [[[5, 6, 7, 8]], [[5, 6, 7, 8]],
+                                                         [[0, 1, 2], [3, 4]]]
+
+
 def test_features_lay_out_cls_a_sep_b_sep():
     rng = np.random.default_rng(1)
     for seed in range(200):
@@ -114,3 +163,18 @@ def test_the_classifier_head_and_the_nsp_loss_terms():
     np.testing.assert_allclose(float(sums["nsp_loss_sum"]), float(want), rtol=1e-5)
     scale = float(nsp_loss_scale(batch))
     assert scale == pytest.approx(float(batch["encoder_loss_weights"].sum()) / 4)
+
+
+def test_the_pipeline_gives_half_negatives_on_the_offline_corpus(corpus_dir):
+    """On the real stream at seq_len 512 (byte tokens, batch 32), where a window of two rows
+    often lies inside one document, the rest of the batch supplies the negatives: 50/50 within
+    4 sigma (0.40 from the window alone)."""
+    from jaxlm import trainer
+    from tests.test_trainer import tiny_config
+
+    config = tiny_config(corpus_dir, "nsp", **{"data.seq_len": 512, "train.batch_size": 32,
+                                               "data.window": 256})
+    _, _, pipeline = trainer.setup(config)
+    iterator = pipeline.iterator()
+    labels = np.concatenate([next(iterator)["encoder_nsp_labels"][:, 0] for _ in range(40)])
+    assert abs(labels.mean() - 0.5) < 4 * np.sqrt(0.25 / labels.size), labels.mean()
