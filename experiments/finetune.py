@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def resolve_vocab(args: argparse.Namespace):
     """The vocabulary: --vocab, else the pretraining run's `data` section, else bytes."""
     from jaxlm.data.pipeline import DataConfig, make_vocabulary
-    from jaxlm.finetune import read_run_config
+    from jaxlm.checkpoint import read_run_config
 
     data = dict(read_run_config(args.workdir).get("data", {})) if args.workdir else {}
     if args.vocab is not None:
@@ -77,7 +77,8 @@ def resolve_vocab(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from jaxlm.data.tasks import TaskNotPreparedError, load_task
-    from jaxlm.finetune import finetune, load_hf, load_pretrained
+    from jaxlm.checkpoint import load_pretrained
+    from jaxlm.finetune import finetune, load_hf
     from jaxlm.models import get_preset
 
     try:

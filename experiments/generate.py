@@ -45,7 +45,7 @@ from jaxlm import cli, generate, io  # noqa: E402
 from jaxlm import config as config_lib  # noqa: E402
 from jaxlm.data.sentencepiece_vocab import SentencePieceVocabulary  # noqa: E402
 from jaxlm.data.tokenizer import ByteVocabulary, MODE_TOKENS  # noqa: E402
-from jaxlm.finetune import load_pretrained  # noqa: E402
+from jaxlm.checkpoint import load_pretrained  # noqa: E402
 from jaxlm.models import build_model, param_count  # noqa: E402
 
 

@@ -7,15 +7,20 @@ shardings, so a checkpoint written on one mesh restores onto any other mesh or d
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import signal
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh
 
-from jaxlm import io
+from jaxlm import io, sharding
+
+if TYPE_CHECKING:
+    from jaxlm.models import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +172,6 @@ def load_run(run_dir: str, step: int | None = None) -> LoadedRun:
     checkpoint without `step`), model, vocabulary (the run's data.vocab; a trained SentencePiece
     model is read from its cache in the run's data_dir) and config.json."""
     from jaxlm.data.sources import DataConfig, make_vocabulary
-    from jaxlm.finetune import load_pretrained, read_run_config
     from jaxlm.models import build_model
 
     config = read_run_config(run_dir)
@@ -178,3 +182,60 @@ def load_run(run_dir: str, step: int | None = None) -> LoadedRun:
     data = DataConfig(**{k: v for k, v in config.get("data", {}).items() if k in fields})
     return LoadedRun(build_model(model_config), params, make_vocabulary(data), config,
                      model_config)
+
+
+def load_pretrained(workdir: str, step: int | None = None,
+                    mesh: Mesh | None = None,
+                    rules: sharding.Rules = sharding.DEFAULT_RULES) -> tuple[ModelConfig, Any]:
+    """(ModelConfig, params) of a trainer run directory's checkpoint (the newest without `step`).
+
+    Only the params are read (a partial Orbax restore of the `state` item): the optimizer state,
+    often twice their size, stays on disk. They land on `mesh` (default all devices, data
+    parallel) with the logical-axis shardings of the trainer.
+    """
+    from jaxlm.models import ModelConfig, build_model, dummy_batch, init_params
+
+    directory = io.join(workdir, "checkpoints")  # a gs:// workdir stays a URI
+    if not io.isdir(directory):
+        raise FileNotFoundError(f"{workdir!r} has no checkpoints/ folder: not a jaxlm run "
+                                "directory (pass the --workdir of a pretraining run).")
+    manager = ocp.CheckpointManager(
+        directory, item_handlers={"state": ocp.PyTreeCheckpointHandler(),
+                                  "model": ocp.JsonCheckpointHandler()},
+        options=ocp.CheckpointManagerOptions(create=False))
+    try:
+        steps = sorted(manager.all_steps())
+        if not steps:
+            raise FileNotFoundError(f"No checkpoint in {directory}.")
+        if step is None:
+            step = steps[-1]
+        elif step not in steps:
+            raise FileNotFoundError(f"No checkpoint of step {step} in {directory}; steps: {steps}.")
+        saved = manager.restore(step, args=ocp.args.Composite(model=ocp.args.JsonRestore()))
+        unknown = sorted(set(saved["model"]) - {f.name for f in dataclasses.fields(ModelConfig)})
+        if unknown:
+            raise ValueError(f"The checkpoint's model config in {directory} has fields this "
+                             f"jaxlm does not know: {unknown}.")
+        cfg = ModelConfig(**saved["model"])
+        model = build_model(cfg)
+        boxed = jax.eval_shape(lambda: init_params(model, jax.random.key(0), dummy_batch(cfg)))
+        mesh = mesh or sharding.make_mesh(-1, 1, 1)
+        shardings = sharding.tree_shardings(boxed, mesh, rules)
+        abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                                sharding.unbox_values(boxed), shardings)
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item={"params": abstract},
+            restore_args={"params": ocp.checkpoint_utils.construct_restore_args(abstract)},
+            partial_restore=True)))
+    finally:
+        manager.close()
+    log.info("Loaded %s params of step %d from %s.", cfg.family, step, directory)
+    return cfg, restored["state"]["params"]
+
+
+def read_run_config(workdir: str) -> dict[str, Any]:
+    """WORKDIR/config.json as a dict ({} when absent), e.g. for its data.vocab."""
+    path = io.join(workdir, "config.json")
+    if not io.exists(path):
+        return {}
+    return json.loads(io.read_text(path))

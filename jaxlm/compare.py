@@ -303,7 +303,7 @@ def _evaluate(s: _Shared, cfg: Any, params: Any, objective: str, seed: int,
 def run_arm(s: _Shared, arm: Arm, seed: int) -> dict[str, Any]:
     """Pretrains one arm (resuming if interrupted) and evaluates it; the result is kept in
     WORKDIR/seed_S/ARM/result.json (+ evaluation.npz), so a rerun skips finished arms."""
-    from jaxlm.finetune import load_pretrained
+    from jaxlm.checkpoint import load_pretrained
 
     run_dir = os.path.join(s.workdir, f"seed_{seed}", arm.name)
     done = _read_json(os.path.join(run_dir, "result.json"))

@@ -1,6 +1,6 @@
 """Fine-tune a pretrained (or freshly initialised) jaxlm model on a classification Task.
 
-    cfg, params = load_pretrained("runs/clm")                   # or load_hf(path), or params=None
+    cfg, params = jaxlm.checkpoint.load_pretrained("runs/clm")  # or load_hf(path), or None
     task = load_task("stdlib_modules", vocab=ByteVocabulary(), seq_len=128)
     result = finetune(cfg, params, task, steps=300, batch_size=32, learning_rate=1e-3, seed=0)
     result.final_accuracy, result.history                       # accuracy every eval_every steps
@@ -40,8 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -50,13 +48,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from flax.traverse_util import flatten_dict, unflatten_dict
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxlm import io, sharding
 from jaxlm.data.tasks import Task
-from jaxlm.models import ModelConfig, build_model, dummy_batch, init_params
+from jaxlm.models import ModelConfig, build_model
 from jaxlm.models.layers import DenseGeneral, constrain
 from jaxlm.models.transformer import FAMILY_MODULES, decoder_valid, encoder_valid
 from jaxlm.losses import token_loss, weighted_sums
@@ -64,7 +61,6 @@ from jaxlm.optim import OptimConfig, make_optimizer
 from jaxlm.train import (LossFn, TrainState, batch_rows_sharding, create_train_state,
                          jit_train_step)
 
-logger = logging.getLogger(__name__)
 Array = jax.Array
 
 POOLING = {"encoder": "mean", "decoder": "last", "encoder_decoder": "first"}
@@ -393,54 +389,7 @@ def _eval_batches(family: str, task: Task, size: int,
 
 
 # --------------------------------------------------------------------------------------------------
-# Loading pretrained models
-
-
-def load_pretrained(workdir: str, step: int | None = None,
-                    mesh: Mesh | None = None,
-                    rules: sharding.Rules = sharding.DEFAULT_RULES) -> tuple[ModelConfig, Any]:
-    """(ModelConfig, params) of a trainer run directory's checkpoint (the newest without `step`).
-
-    Only the params are read (a partial Orbax restore of the `state` item): the optimizer state,
-    often twice their size, stays on disk. They land on `mesh` (default all devices, data
-    parallel) with the logical-axis shardings of the trainer.
-    """
-    directory = io.join(workdir, "checkpoints")  # a gs:// workdir stays a URI
-    if not io.isdir(directory):
-        raise FileNotFoundError(f"{workdir!r} has no checkpoints/ folder: not a jaxlm run "
-                                "directory (pass the --workdir of a pretraining run).")
-    manager = ocp.CheckpointManager(
-        directory, item_handlers={"state": ocp.PyTreeCheckpointHandler(),
-                                  "model": ocp.JsonCheckpointHandler()},
-        options=ocp.CheckpointManagerOptions(create=False))
-    try:
-        steps = sorted(manager.all_steps())
-        if not steps:
-            raise FileNotFoundError(f"No checkpoint in {directory}.")
-        if step is None:
-            step = steps[-1]
-        elif step not in steps:
-            raise FileNotFoundError(f"No checkpoint of step {step} in {directory}; steps: {steps}.")
-        saved = manager.restore(step, args=ocp.args.Composite(model=ocp.args.JsonRestore()))
-        unknown = sorted(set(saved["model"]) - {f.name for f in dataclasses.fields(ModelConfig)})
-        if unknown:
-            raise ValueError(f"The checkpoint's model config in {directory} has fields this "
-                             f"jaxlm does not know: {unknown}.")
-        cfg = ModelConfig(**saved["model"])
-        model = build_model(cfg)
-        boxed = jax.eval_shape(lambda: init_params(model, jax.random.key(0), dummy_batch(cfg)))
-        mesh = mesh or sharding.make_mesh(-1, 1, 1)
-        shardings = sharding.tree_shardings(boxed, mesh, rules)
-        abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                                sharding.unbox_values(boxed), shardings)
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-            item={"params": abstract},
-            restore_args={"params": ocp.checkpoint_utils.construct_restore_args(abstract)},
-            partial_restore=True)))
-    finally:
-        manager.close()
-    logger.info("Loaded %s params of step %d from %s.", cfg.family, step, directory)
-    return cfg, restored["state"]["params"]
+# Loading pretrained models (trainer run directories: jaxlm.checkpoint.load_pretrained)
 
 
 def load_hf(path: str) -> tuple[ModelConfig, Any]:
@@ -451,11 +400,3 @@ def load_hf(path: str) -> tuple[ModelConfig, Any]:
         raise FileNotFoundError(f"{path!r} is not a folder with a Hugging Face checkpoint.")
     model, params = from_hf(path)
     return model.cfg, params
-
-
-def read_run_config(workdir: str) -> dict[str, Any]:
-    """WORKDIR/config.json as a dict ({} when absent), e.g. for its data.vocab."""
-    path = io.join(workdir, "config.json")
-    if not io.exists(path):
-        return {}
-    return json.loads(io.read_text(path))

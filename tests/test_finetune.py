@@ -13,10 +13,10 @@ import optax
 import pytest
 
 from jaxlm import sharding
-from jaxlm.checkpoint import Checkpointer
+from jaxlm.checkpoint import Checkpointer, load_pretrained
 from jaxlm.data.tasks import load_task
 from jaxlm.finetune import (POOLING, Classifier, classifier_batch, classifier_steps, finetune,
-                            load_pretrained, pool)
+                            pool)
 from jaxlm.models import build_model
 from jaxlm.optim import OptimConfig, make_optimizer
 from jaxlm.train import create_train_state
