@@ -65,8 +65,9 @@ def get_config() -> ml_collections.ConfigDict:
         preset="tiny",  # the generic recipe (pre-LN, RMSNorm, rotary, tied embeddings)
         # Sized by the pretraining loss on the held-out split (CLM, same FLOPs, one run each):
         # at 2.4e13 FLOPs d_model 128 ended at 4.17 nats/token against 4.89 for d_model 256
-        # (2.3x the text); at 1.6e13, 4.45 against 5.21 for d_model 192 and 4.60 for d_ff 1024.
-        # One head of 128: the attention matmuls of two heads of 64 ran at a lower MFU.
+        # (2.3x the text); at 1.6e13, 4.45 against 5.21 for d_model 192 and 4.60 for d_ff 1024
+        # (two heads). One head of 128: MFU 0.31 against 0.28 for two heads of 64 (single runs;
+        # the CPU peak behind MFU varies ~10% between processes).
         d_model=128, num_heads=1, d_ff=512, mlp_activation="geglu_tanh",
         num_layers=4,  # decoder / encoder layers; the encoder-decoder splits them (see above)
         max_len=512, dropout_rate=0.0))
