@@ -34,9 +34,8 @@ examples inside one document. `packing='greedy'` gives MLM document-isolated exa
 DOC-SENTENCES style) at the cost of one objective call per document.
 The decoder length of greedy / none rows is the largest target any piece can produce (computed from
 the objective's own length arithmetic), at least L for the prefix-LM / UL2 forms.
-NSP (`batch_others`) also reads the rest of its batch: the documents of the other chunks (concat)
-or of the window's other documents (greedy / none) that cannot be its own supply the NotNext
-segments (jaxlm/data/packing.py).
+NSP (`other_documents`) also reads one other document per example, drawn by the example's seed
+from the whole split (jaxlm/data/negatives.py): its NotNext segments.
 """
 
 from __future__ import annotations
@@ -100,8 +99,8 @@ class Layout:
         return obj.get_objective(self.objective, **self.kwargs)
 
     @property
-    def batch_others(self) -> bool:  # the objective reads other documents of its batch (NSP)
-        return obj.FORMS[self.objective].batch_others
+    def other_documents(self) -> bool:  # the objective reads a drawn other document (NSP)
+        return obj.FORMS[self.objective].other_documents
 
 
 def check_choices(

@@ -1,6 +1,7 @@
 """Packing as pure numpy: example seeds, documents -> pieces -> objective -> rows.
 
-A pure function of its arguments (no TensorFlow, no state): the tf.data stages (stages.py) call it
+A function of its arguments (no TensorFlow, no state; NSP's other documents are read by index,
+a deterministic function of the example seed too): the tf.data stages (stages.py) call it
 through `tf.numpy_function` once per window of documents (greedy / none) or per batch of chunks
 (concat), and tests call it directly. What is packed how: the table in layout.py.
 """
@@ -8,12 +9,15 @@ through `tf.numpy_function` once per window of documents (greedy / none) or per 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jaxlm.conventions import EOS_ID, PAD_ID
 from jaxlm.data.layout import Layout
+
+if TYPE_CHECKING:
+    from jaxlm.data.negatives import OtherDocuments
 
 
 # ----------------------------------------------------------------------------------------------
@@ -68,39 +72,11 @@ def apply_objective(
     seeds: np.ndarray,
     others: Sequence[list[np.ndarray]] | None = None,
 ) -> list[dict[str, np.ndarray]]:
-    """The objective on every piece; `others[i]` (forms with `batch_others`) goes to piece i."""
+    """The objective on every piece; `others[i]` (forms with `other_documents`) goes to piece i."""
     fn = layout.objective_fn
     if others is None:
         return [fn(p, int(s)) for p, s in zip(pieces, seeds, strict=True)]
     return [fn(p, int(s), others=o) for p, s, o in zip(pieces, seeds, others, strict=True)]
-
-
-def chunk_others(chunks: Sequence[np.ndarray], eos_id: int = EOS_ID) -> list[list[np.ndarray]]:
-    """concat, for each chunk of a batch: the documents of the batch's other chunks that cannot be
-    the document its first token belongs to, EOS dropped.
-
-    The chunks are consecutive pieces of the token stream, in order, so no document id is
-    needed: a document that starts inside a later chunk starts after chunk i's first token, and
-    a document that starts and ends inside an earlier chunk ends before it. The text before a
-    chunk's first EOS (a document begun earlier) and, in earlier chunks, after their last EOS (a
-    document that may run on into chunk i) is never offered.
-    """
-    starting: list[list[np.ndarray]] = []  # per chunk: the documents that start inside it
-    for chunk in chunks:
-        chunk = np.asarray(chunk, dtype=np.int32)
-        ends = np.flatnonzero(chunk == eos_id)
-        parts = np.split(chunk, ends + 1)[1:]  # parts[-1]: after the last EOS (may run on)
-        starting.append([p[p != eos_id] for p in parts])
-    complete = [s[:-1] for s in starting]  # these end with an EOS inside the chunk
-    return [[d for j in range(len(chunks)) if j != i
-             for d in (starting[j] if j > i else complete[j]) if d.size]
-            for i in range(len(chunks))]
-
-
-def piece_others(pieces: Sequence[np.ndarray], doc_row: np.ndarray) -> list[list[np.ndarray]]:
-    """greedy / none, for each piece of a window: the pieces of the window's other documents."""
-    return [[p for p, d in zip(pieces, doc_row) if d != doc_row[i] and p.size]
-            for i in range(len(pieces))]
 
 
 def assemble_rows(
@@ -163,6 +139,11 @@ def _scatter(zeros: np.ndarray, dest: np.ndarray, values: np.ndarray, rows: int,
     return a.reshape(rows, length)
 
 
+def _check_other_documents(layout: Layout, other_documents: OtherDocuments | None) -> None:
+    if layout.other_documents and other_documents is None:
+        raise ValueError(f"{layout.objective} draws other documents: pass `other_documents`")
+
+
 def window_rows(
     layout: Layout,
     values: np.ndarray,
@@ -172,16 +153,21 @@ def window_rows(
     seed: int,
     process_index: int,
     epoch: int,
+    other_documents: OtherDocuments | None = None,
 ) -> dict[str, np.ndarray]:
     """greedy / none: one window of tokenized documents -> rows.
 
     values / lengths: the documents' tokens, EOS already appended where `layout.append_eos`.
     docs: each document's index in its epoch (for the example seeds).
+    other_documents: where forms with `other_documents` (NSP) draw them (negatives.py).
     """
+    _check_other_documents(layout, other_documents)
     values, lengths = np.asarray(values, dtype=np.int32), np.asarray(lengths, dtype=np.int64)
     pieces, doc_row, index = split_pieces(values, lengths, layout.raw_len)
     seeds = mix_seeds(seed, process_index, epoch, np.asarray(docs)[doc_row], index)
-    others = piece_others(pieces, doc_row) if layout.batch_others else None
+    others = None
+    if layout.other_documents:
+        others = other_documents.for_pieces(epoch, np.asarray(docs)[doc_row], seeds)
     examples = apply_objective(layout, pieces, seeds, others)
     return assemble_rows(layout, examples, greedy=layout.packing == "greedy")
 
@@ -194,14 +180,14 @@ def chunk_rows(
     *,
     seed: int,
     process_index: int,
+    other_documents: OtherDocuments | None = None,
 ) -> dict[str, np.ndarray]:
     """concat: a batch of chunks [B, raw_len] (the first `lengths` tokens real) -> rows.
 
-    starts [B, 3]: (epoch, document, offset) of each chunk's first token, for the seeds. The
-    chunks are consecutive in the stream; an objective with `batch_others` (NSP) also reads the
-    other chunks' documents (`chunk_others`), so its examples depend on the batch they are in,
-    which the resume position and the local batch size fix.
+    starts [B, 3]: (epoch, document, offset) of each chunk's first token, for the seeds (and,
+    with `other_documents`, to know which document a drawn one must not be).
     """
+    _check_other_documents(layout, other_documents)
     chunks, lengths = np.asarray(chunks, dtype=np.int32), np.asarray(lengths, dtype=np.int64)
     if layout.objective == "clm":  # vectorized; identical to objectives.clm + padding
         length = layout.streams[0].length
@@ -218,6 +204,8 @@ def chunk_rows(
     starts = np.asarray(starts, dtype=np.int64).reshape(-1, 3)
     seeds = mix_seeds(seed, process_index, starts[:, 0], starts[:, 1], starts[:, 2])
     pieces = [c[:n] for c, n in zip(chunks, lengths, strict=True)]
-    others = (chunk_others(pieces, int(layout.kwargs.get("eos_id", EOS_ID)))
-              if layout.batch_others else None)
+    others = None
+    if layout.other_documents:
+        eos_id = int(layout.kwargs.get("eos_id", EOS_ID))
+        others = other_documents.for_chunks(pieces, starts, seeds, eos_id)
     return assemble_rows(layout, apply_objective(layout, pieces, seeds, others), greedy=False)

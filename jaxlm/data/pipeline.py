@@ -28,7 +28,8 @@ Stages (all inside tf.data; host-local, deterministic):
    pack one window at a time (first-fit, with segment ids and positions). Either way one
    `numpy_function` call handles a whole window or batch: the numpy objectives of
    jaxlm/objectives/, bit-identical to `tf_objective_fn` for the same seed, with the per-example
-   seeds of `packing.mix_seeds`. Lengths per objective: the table in layout.py.
+   seeds of `packing.mix_seeds`. Lengths per objective: the table in layout.py. NSP also reads
+   one random document of the split per example, by its seed (negatives.py: its NotNext text).
 5. Batch of global_batch // process_count rows (padding-free for concat CLM and span corruption),
    prefetch.
 
@@ -63,6 +64,7 @@ import numpy as np
 from jaxlm.data import layout as layout_lib
 from jaxlm.data import stages
 from jaxlm.data.iterator import BatchIterator
+from jaxlm.data.negatives import OtherDocuments
 from jaxlm.data.records import Documents, open_documents
 from jaxlm.data.sources import DataConfig, check_text_feature, load_builder, make_vocabulary
 from jaxlm.data.tfcompat import import_tf
@@ -196,6 +198,19 @@ class Pipeline:
             )
         return stages.sequential_windows(self._tfrecord_documents(split), self.config.window, **kw)
 
+    def _other_documents(self, split: str, seed: int, shuffle: int) -> OtherDocuments | None:
+        """Where NSP draws its NotNext documents (negatives.py): this split, read by index."""
+        if not self.layout.other_documents:
+            return None
+        records = self.records(split)
+        if records is None:
+            raise ValueError(
+                f"objective {self.layout.objective!r} draws random documents of split {split!r} "
+                f"of {self.builder.info.full_name}, which needs them readable by index: write "
+                "the ArrayRecord copy once with jaxlm.data.records.add_array_record_files(builder)"
+            )
+        return OtherDocuments(records, self.vocab, block=shuffle, seed=seed)
+
     # -------------------------------------------------------------------------------- tf.data
 
     def dataset(
@@ -224,6 +239,7 @@ class Pipeline:
         concat = layout.packing == "concat"
         w0 = p1 // cfg.window if concat else p1
         windows = self._windows(split, seed, shuffle, (e0, w0), epochs)
+        others = self._other_documents(split, seed, shuffle)
         tokenize = stages.tokenize_window_fn(
             self.vocab, cfg.window, layout.append_eos, resume=(e0, p1, p2) if concat else None
         )
@@ -237,10 +253,11 @@ class Pipeline:
                 stages.concat_step_fn(layout.raw_len),
             ).unbatch()
             batches = rows.batch(self.local_batch_size, drop_remainder=train)
-            batches = batches.map(stages.chunks_to_rows_fn(layout, seed, p), autotune)
+            to_rows = stages.chunks_to_rows_fn(layout, seed, p, others)
+            batches = batches.map(to_rows, autotune)
         else:
             windows = windows.scan(tf.constant(0, tf.int64), stages.pending_skipped_fn())
-            rows = windows.map(stages.window_to_rows_fn(layout, seed, p), autotune)
+            rows = windows.map(stages.window_to_rows_fn(layout, seed, p, others), autotune)
             rows = rows.unbatch().skip(p2 if start else 0)
             batches = rows.batch(self.local_batch_size, drop_remainder=train)
         if not with_metadata:

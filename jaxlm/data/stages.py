@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from jaxlm.data.layout import Layout
+from jaxlm.data.negatives import OtherDocuments
 from jaxlm.data.packing import chunk_rows, window_rows
 from jaxlm.data.records import Documents, block_permutation, epoch_indices
 from jaxlm.data.tfcompat import import_tf
@@ -259,12 +260,15 @@ def _ordered(rows: Mapping[str, np.ndarray], keys: Sequence[str]) -> list[np.nda
     return [rows[k] for k in keys]
 
 
-def chunks_to_rows_fn(layout: Layout, seed: int, process_index: int):
+def chunks_to_rows_fn(
+    layout: Layout, seed: int, process_index: int, other_documents: OtherDocuments | None = None
+):
     """concat: a batch of chunks -> model rows (one numpy_function call per batch)."""
     tf = import_tf()
 
     def np_fn(chunks, lengths, starts):
-        return chunk_rows(layout, chunks, lengths, starts, seed=seed, process_index=process_index)
+        return chunk_rows(layout, chunks, lengths, starts, seed=seed, process_index=process_index,
+                          other_documents=other_documents)
 
     @tf.autograph.experimental.do_not_convert
     def fn(b):
@@ -275,7 +279,9 @@ def chunks_to_rows_fn(layout: Layout, seed: int, process_index: int):
     return fn
 
 
-def window_to_rows_fn(layout: Layout, seed: int, process_index: int):
+def window_to_rows_fn(
+    layout: Layout, seed: int, process_index: int, other_documents: OtherDocuments | None = None
+):
     """greedy / none: a window of documents -> packed rows (one numpy_function call per window),
     each with `_position` (epoch, window, rows of the window consumed through it)."""
     tf = import_tf()
@@ -289,6 +295,7 @@ def window_to_rows_fn(layout: Layout, seed: int, process_index: int):
             seed=seed,
             process_index=process_index,
             epoch=int(epoch),
+            other_documents=other_documents,
         )
 
     @tf.autograph.experimental.do_not_convert

@@ -193,6 +193,10 @@ class Vocabulary(abc.ABC):
         lengths.set_shape([None])
         return tf.RaggedTensor.from_row_lengths(values, lengths, validate=False)
 
+    def encode_bytes(self, raw: bytes) -> np.ndarray:
+        """int32 ids of one raw (UTF-8) document, exactly as `tf_tokenize_batch` gives them."""
+        return np.asarray(self.encode(raw.decode("utf-8", errors="replace")), dtype=np.int32)
+
     def _np_tokenize_batch(self, texts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         strings = [t.decode("utf-8", errors="replace") for t in texts.reshape(-1).tolist()]
         ids = self.encode_batch(strings)
@@ -283,6 +287,9 @@ class ByteVocabulary(Vocabulary):
     def _decode_regular(self, ids: list[int], continuation: bool) -> str:
         del continuation
         return bytes(i - self.BYTE_OFFSET for i in ids).decode("utf-8", errors="replace")
+
+    def encode_bytes(self, raw: bytes) -> np.ndarray:
+        return np.frombuffer(raw, dtype=np.uint8).astype(np.int32) + self.BYTE_OFFSET
 
     def tf_tokenize_batch(self, texts):
         """[B] tf.string -> tf.RaggedTensor [B, None] int32, in pure TF ops (no Python at all)."""

@@ -30,6 +30,7 @@ STREAM_DESHUFFLE = 7
 STREAM_HYBRID_MODE = 8
 STREAM_NSP = 9
 STREAM_BART_RANDOM = 10
+STREAM_NSP_OTHER = 11  # the pipeline's draw of another document (jaxlm/data/negatives.py)
 
 
 def rng(seed: int, stream: int) -> np.random.Generator:

@@ -7,12 +7,11 @@ document boundaries. The pair fills at most half of it (len(tokens) // 2 - 3 tex
 and two [SEP]). A is the start of the window's first document; B is, by the seed, with probability
 one half the text that follows A in the same document (label 1, IsNext), else a segment starting at
 a uniformly random place of another document (label 0, NotNext), chosen uniformly among the
-window's later documents and `others`. The pipeline passes as `others` the documents of the other
-windows of the same batch that cannot be A's (`chunk_others` in jaxlm/data/packing.py, for forms
-with `batch_others`), because a window that lies inside one long document has no other document of
-its own. On the offline corpus (byte tokens, batch 32) the NotNext share is 0.50 at seq_len 512
-(0.40 from the window alone) and 0.40-0.44 at seq_len 128 (0.27): a batch that lies wholly inside
-one document still gives true pairs whatever the seed (`nsp_pair` reports which case applied).
+window's later documents and `others`. The pipeline passes as `others` one document of the whole
+split drawn by the example's seed, never A's own (jaxlm/data/negatives.py, as BERT draws from the
+corpus), so a NotNext draw always has another document, even for a window inside one long document:
+the labels are 50/50 at any seq_len. Called without `others`, a window with a single document
+gives a true pair whatever the seed (`nsp_pair` reports which case applied).
 
 Features (encoder stream, so they pack like any encoder feature): encoder_input_tokens (the pair,
 MLM-corrupted), encoder_target_tokens, encoder_loss_weights (MLM), encoder_token_types (0 on

@@ -47,8 +47,9 @@ class Form:
     vocab_kwargs: vocabulary -> the keyword arguments the function takes from it.
     model: architecture fields (jaxlm.models.ModelConfig) the features need, as (field, value)
       pairs, applied where the config leaves them unset (NSP's token types and classifier).
-    batch_others: the function takes `others`, documents of the rest of its batch that are not
-      its own first document (NSP's NotNext segments; jaxlm/data/packing.py finds them).
+    other_documents: the function takes `others`, documents that are not its own first
+      document (NSP's NotNext segments; the pipeline draws one per example,
+      jaxlm/data/negatives.py).
     """
 
     fn: Callable[..., Features]
@@ -59,7 +60,7 @@ class Form:
     adds_eos: bool
     vocab_kwargs: Callable[[Any], dict[str, Any]]
     model: tuple[tuple[str, Any], ...] = ()
-    batch_others: bool = False
+    other_documents: bool = False
 
 
 _DECODER = ("decoder_target_tokens", "decoder_input_tokens", "decoder_loss_weights")
@@ -111,7 +112,7 @@ FORMS: dict[str, Form] = {
         features=(*_ENCODER, "encoder_token_types", "encoder_nsp_labels", "encoder_nsp_weights"),
         lengths=nsp_stream_lengths, packing="concat", adds_eos=False,
         vocab_kwargs=nsp_vocab_kwargs, model=(("num_token_types", 2), ("classifier_classes", 2)),
-        batch_others=True),
+        other_documents=True),
 }
 
 # The objectives a config may name (config.objective): family -> form, natural family first.
@@ -164,7 +165,7 @@ def objective_vocab_kwargs(name: str, vocab: Any) -> dict[str, Any]:
 
 def get_objective(name: str, **kwargs: Any) -> Callable[..., Features]:
     """`fn(tokens, seed) -> features` with `kwargs` bound; arguments are checked here, eagerly.
-    A form with `batch_others` also takes `fn(tokens, seed, others=[...])`."""
+    A form with `other_documents` also takes `fn(tokens, seed, others=[...])`."""
     if name not in FORMS:
         raise ValueError(f"unknown objective {name!r}; valid names: {sorted(FORMS)}")
     fn = FORMS[name].fn

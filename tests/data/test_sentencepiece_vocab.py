@@ -87,6 +87,9 @@ def test_sentencepiece_tf_tokenize_batch_equals_encode(sp_vocab, tf):
     assert [x.tolist() for x in ds.as_numpy_iterator()] == [v.encode(t) for t in SAMPLES]
     # undecodable bytes are replaced, not fatal
     assert v.tf_tokenize(tf.constant(b"a\xffb")).numpy().tolist() == v.encode("a\ufffdb")
+    raw = [t.encode() for t in SAMPLES] + [b"a\xffb"]  # encode_bytes: NSP's drawn documents
+    from_tf = v.tf_tokenize_batch(tf.constant(raw)).to_list()
+    assert [v.encode_bytes(r).tolist() for r in raw] == from_tf
     assert [d.decode() for d in v.tf_detokenize(ragged).numpy().tolist()] == SAMPLES
 
 

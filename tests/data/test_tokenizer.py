@@ -69,6 +69,10 @@ def test_byte_tf_tokenize_batch_equals_encode(tf):
     assert [x.tolist() for x in ds.as_numpy_iterator()] == [v.encode(t) for t in SAMPLES]
     detok = v.tf_detokenize(ragged).numpy().tolist()
     assert [d.decode("utf-8") for d in detok] == SAMPLES
+    # encode_bytes (NSP's drawn documents) gives what tf.data gives, raw bytes included
+    raw = [t.encode() for t in SAMPLES] + [b"a\xffb"]
+    from_tf = v.tf_tokenize_batch(tf.constant(raw)).to_list()
+    assert [v.encode_bytes(r).tolist() for r in raw] == from_tf
 
 
 def test_get_vocabulary_kinds():
