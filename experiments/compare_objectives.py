@@ -53,6 +53,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jaxlm import cli, compare  # noqa: E402
 from jaxlm import config as config_lib  # noqa: E402
+from jaxlm import host  # noqa: E402
 
 _CONFIG = cli.define_config_flag(default=compare.__file__, config=compare.get_config(),
                                  documented_in="jaxlm/compare.py's get_config")
@@ -67,8 +68,10 @@ def main(argv: list[str]) -> int:
         absl_logging.set_verbosity(absl_logging.WARNING)
     import jax
 
-    if _CONFIG.value.num_cpu_devices:  # before JAX starts: one CPU device per core
+    if _CONFIG.value.num_cpu_devices:  # before JAX starts: one CPU device per core, and an
+        # allocator that reuses XLA's step buffers instead of page-faulting fresh ones (host.py)
         jax.config.update("jax_num_cpu_devices", int(_CONFIG.value.num_cpu_devices))
+        host.tune_cpu_allocator()
     if _MULTIHOST.value:
         jax.distributed.initialize()
     try:

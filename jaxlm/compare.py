@@ -60,7 +60,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.same_architecture = False  # True: every objective on the encoder-decoder (T5 Table 4)
     c.seeds = 1  # pretraining seeds 0..n-1 (each arm and baseline once per seed)
     c.max_param_mismatch = 0.10  # parameter counts of the arms must agree within this
-    c.num_cpu_devices = 2  # on CPU: one device per core, data parallel (set before JAX starts)
+    c.num_cpu_devices = 2  # on CPU: one device per core, data parallel, and host.py's malloc
+    # settings (both before JAX starts); 0 on accelerators
     c.model = ml_collections.ConfigDict(dict(
         preset="tiny",  # the generic recipe (pre-LN, RMSNorm, rotary, tied embeddings)
         # Sized by the pretraining loss on the held-out split (CLM, same FLOPs, one run each):
