@@ -46,6 +46,20 @@ class FakeDevice:
         self.platform, self.device_kind = platform, device_kind
 
 
+def test_the_peak_is_timed_after_the_warm_up():
+    """A call that runs 10x slower for its first 0.1 s (a process's first matmuls run at about
+    half speed) is timed at its fast speed."""
+    import time
+
+    start = time.perf_counter()
+
+    def call():
+        slow = time.perf_counter() - start < 0.1
+        time.sleep(0.01 if slow else 0.001)
+
+    assert metrics.best_time_after_warmup(call, 0.1) < 0.005
+
+
 def test_peak_table_override_and_unknown_kinds(caplog, monkeypatch):
     monkeypatch.setattr(metrics, "_unknown_kinds_logged", set())
     v3 = FakeDevice("tpu", "TPU v3")
