@@ -29,8 +29,8 @@ arm trains data parallel over them; the trainer never waits on the host inside t
 from __future__ import annotations
 
 import dataclasses
+import io as io_lib
 import json
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +42,7 @@ import numpy as np
 from jaxlm import compare_eval
 from jaxlm import config as config_lib
 from jaxlm import flops as flops_lib
+from jaxlm import io
 from jaxlm import objectives as objectives_lib
 from jaxlm import trainer
 
@@ -243,22 +244,17 @@ def steps_for(c: ml_collections.ConfigDict, arm: Arm, seed: int) -> tuple[int, i
 
 
 def _read_json(path: str) -> dict[str, Any] | None:
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    return None
+    return json.loads(io.read_text(path)) if io.exists(path) else None
 
 
 def _write_json(path: str, value: Any) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=2)
-    os.replace(path + ".tmp", path)
+    io.write_text(path, json.dumps(value, indent=2))  # atomic (one object on gs://)
 
 
 def _speed(run_dir: str) -> dict[str, float | None]:
     """Pretraining MFU, tokens/s (means over the logged intervals) and compile seconds."""
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        train = [r for r in map(json.loads, f) if r["split"] == "train"]
+    lines = io.read_text(io.join(run_dir, "metrics.jsonl")).splitlines()
+    train = [r for r in map(json.loads, lines) if r["split"] == "train"]
     mfu = [r["mfu"] for r in train if "mfu" in r]
     speed = [r["tokens_per_second"] for r in train if "tokens_per_second" in r]
     compile_s = [r["compile_seconds"] for r in train if "compile_seconds" in r]
@@ -298,7 +294,9 @@ def _evaluate(s: _Shared, cfg: Any, params: Any, objective: str, seed: int,
             scores[f"full/{task.name}"] = np.asarray(result.eval_correct, np.float64)
             downstream[task.name] = {k: v for k, v in result.to_dict().items()
                                      if k != "eval_correct"}
-    np.savez(os.path.join(run_dir, "evaluation.npz"), **scores)
+    buffer = io_lib.BytesIO()
+    np.savez(buffer, **scores)
+    io.write_bytes(io.join(run_dir, "evaluation.npz"), buffer.getvalue())
     return {"downstream": downstream, "eval_seconds": time.perf_counter() - start}
 
 
@@ -307,10 +305,10 @@ def run_arm(s: _Shared, arm: Arm, seed: int) -> dict[str, Any]:
     WORKDIR/seed_S/ARM/result.json (+ evaluation.npz), so a rerun skips finished arms."""
     from jaxlm.checkpoint import load_pretrained
 
-    run_dir = os.path.join(s.workdir, f"seed_{seed}", arm.name)
-    done = _read_json(os.path.join(run_dir, "result.json"))
+    run_dir = io.join(s.workdir, f"seed_{seed}", arm.name)
+    done = _read_json(io.join(run_dir, "result.json"))
     if done is not None:
-        s.say(f"{arm.name} seed {seed}: done before ({os.path.join(run_dir, 'result.json')})")
+        s.say(f"{arm.name} seed {seed}: done before ({io.join(run_dir, 'result.json')})")
         return done
     start = time.perf_counter()
     steps, text_per_step, flops_per_step = steps_for(s.c, arm, seed)
@@ -327,7 +325,7 @@ def run_arm(s: _Shared, arm: Arm, seed: int) -> dict[str, Any]:
               "pretrain_seconds": pretrain_seconds, "run_dir": run_dir}
     result.update(_evaluate(s, cfg, params, arm.objective, seed, run_dir))
     result["wall_seconds"] = time.perf_counter() - start
-    _write_json(os.path.join(run_dir, "result.json"), result)
+    _write_json(io.join(run_dir, "result.json"), result)
     return result
 
 
@@ -338,11 +336,11 @@ def _layers(cfg: Any) -> str:
 
 def run_baseline(s: _Shared, arm: Arm, seed: int) -> dict[str, Any]:
     """The no-pretraining row of an architecture: the same evaluation of a random init."""
-    run_dir = os.path.join(s.workdir, f"seed_{seed}", f"none-{arm.family}")
-    done = _read_json(os.path.join(run_dir, "result.json"))
+    run_dir = io.join(s.workdir, f"seed_{seed}", f"none-{arm.family}")
+    done = _read_json(io.join(run_dir, "result.json"))
     if done is not None:
         return done
-    os.makedirs(run_dir, exist_ok=True)
+    io.makedirs(run_dir)
     start = time.perf_counter()
     # The model config alone (no pipeline): the architecture the arm pretrains.
     cfg = config_lib.resolve(pretrain_config(s.c, arm, seed, 1)).model
@@ -355,7 +353,7 @@ def run_baseline(s: _Shared, arm: Arm, seed: int) -> dict[str, Any]:
     result.update(_evaluate(s, cfg, compare_eval.random_params(cfg, seed), "none", seed,
                             run_dir))
     result["wall_seconds"] = time.perf_counter() - start
-    _write_json(os.path.join(run_dir, "result.json"), result)
+    _write_json(io.join(run_dir, "result.json"), result)
     return result
 
 
@@ -367,8 +365,8 @@ def compare(c: ml_collections.ConfigDict, workdir: str,
 
     started = time.perf_counter()
     arms = plan(c)
-    os.makedirs(workdir, exist_ok=True)
-    _write_json(os.path.join(workdir, "comparison_config.json"), c.to_dict())
+    io.makedirs(workdir)
+    _write_json(io.join(workdir, "comparison_config.json"), c.to_dict())
     c = ml_collections.ConfigDict(c.to_dict())  # a copy: the resolved dataset goes into it
     c.data.dataset, c.data.data_dir = compare_eval.pretraining_dataset(c.data, workdir)
     vocab = trainer.setup(pretrain_config(c, arms[0], 0, 1))[2].vocab
@@ -397,6 +395,6 @@ def compare(c: ml_collections.ConfigDict, workdir: str,
             say(f"[{done}/{total}] seed {seed}: no-pretraining baseline on the {arm.family}")
             results.append(run_baseline(shared, arm, seed))
     write_report(results, workdir, c, wall_seconds=time.perf_counter() - started)
-    say(f"wrote {os.path.join(workdir, 'results.md')}, results.csv and curves.png in "
+    say(f"wrote {io.join(workdir, 'results.md')}, results.csv and curves.png in "
         f"{time.perf_counter() - started:.0f}s")
     return results

@@ -44,7 +44,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxlm import sharding
+from jaxlm import io, sharding
 from jaxlm.data.tasks import STDLIB_CLASSES, Task, TaskSplit, encode_texts
 from jaxlm.data.tokenizer import Vocabulary
 from jaxlm.evaluation import pairs as pairs_lib
@@ -101,12 +101,9 @@ def pretraining_corpus(directory: str) -> str:
     texts = [d.text for d in split_documents(stdlib_documents())[0]]
     lines = "".join(json.dumps({"text": t}) + "\n" for t in texts)
     digest = hashlib.sha256(lines.encode()).hexdigest()[:12]
-    path = os.path.join(directory, f"pretraining_{digest}.jsonl")
-    if not os.path.exists(path):
-        os.makedirs(directory, exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            f.write(lines)
-        os.replace(path + ".tmp", path)
+    path = io.join(directory, f"pretraining_{digest}.jsonl")
+    if not io.exists(path):
+        io.write_text(path, lines)  # atomic
     return path
 
 
@@ -117,8 +114,8 @@ def pretraining_dataset(data: ml_collections.ConfigDict, workdir: str) -> tuple[
         return data.dataset, data.data_dir
     from jaxlm.data.text_files import text_files_builder
 
-    data_dir = data.data_dir or os.path.join(os.path.abspath(workdir), "data")
-    path = pretraining_corpus(os.path.join(data_dir, "stdlib_heldout"))
+    data_dir = data.data_dir or io.join(workdir, "data")
+    path = pretraining_corpus(io.join(data_dir, "stdlib_heldout"))
     name = os.path.splitext(os.path.basename(path))[0]
     text_files_builder(path, data_dir=data_dir, name=name)
     return f"text_files/{name}", data_dir

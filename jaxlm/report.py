@@ -12,14 +12,15 @@ when its interval excludes 0 (two-sided p < 0.05), marked `*` in results.md.
 from __future__ import annotations
 
 import csv
+import io as io_lib
 import itertools
 import json
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from jaxlm import io
 from jaxlm.evaluation import stats
 
 # The T5 paper (Raffel et al. 2020), Table 4: GLUE average of objectives on one encoder-decoder.
@@ -54,7 +55,7 @@ def load_scores(runs: Sequence[dict[str, Any]], probe_k: int) -> dict[str, np.nd
     rows stacked (seed-major, so two arms' matrices stay paired row by row)."""
     out: dict[str, list[np.ndarray]] = {}
     for r in sorted(runs, key=lambda r: r["seed"]):
-        with np.load(os.path.join(r["run_dir"], "evaluation.npz")) as f:
+        with np.load(io_lib.BytesIO(io.read_bytes(io.join(r["run_dir"], "evaluation.npz")))) as f:
             found = {"probe": f[f"probe_{probe_k}"], "finetune": f["finetune"],
                      "zero_shot": f["zero_shot"][None]}
             if "probe_64" in f and probe_k != 64:
@@ -238,12 +239,11 @@ def _curves(results: Sequence[dict[str, Any]]) -> dict[str, tuple[list[float], l
     """Pretraining loss against model FLOPs per arm (seed 0), from each run's metrics.jsonl."""
     curves = {}
     for r in results:
-        path = os.path.join(r["run_dir"], "metrics.jsonl")
-        if r["objective"] == "none" or r["seed"] != 0 or not os.path.exists(path):
+        path = io.join(r["run_dir"], "metrics.jsonl")
+        if r["objective"] == "none" or r["seed"] != 0 or not io.exists(path):
             continue
         per_step = r["flops"] / max(r["steps"], 1)
-        with open(path) as f:
-            records = [json.loads(line) for line in f]
+        records = [json.loads(line) for line in io.read_text(path).splitlines()]
         points = [(x["step"] * per_step, x["loss"]) for x in records if x["split"] == "train"]
         curves[f"{r['objective']} ({r['family']})"] = ([p[0] for p in points],
                                                       [p[1] for p in points])
@@ -283,19 +283,21 @@ def plot(results: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], path
         ax.set_xlim(low, min(1.0, float((mean + err[1]).max()) + 0.02))
         ax.set(xlabel="accuracy (95% bootstrap interval)", title=METRIC_NAMES[metric])
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    buffer = io_lib.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
+    io.write_bytes(path, buffer.getvalue())
 
 
 def write_report(results: Sequence[dict[str, Any]], workdir: str, c: Any,
                  wall_seconds: float | None = None) -> list[dict[str, Any]]:
     """results.csv, results.md and curves.png in `workdir`; returns the CSV rows."""
     rows, pairs = summarize(results, int(c.evaluation.probe_k))
-    with open(os.path.join(workdir, "results.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    with open(os.path.join(workdir, "results.md"), "w") as f:
-        f.write(markdown(rows, pairs, c, wall_seconds))
-    plot(results, rows, os.path.join(workdir, "curves.png"))
+    table = io_lib.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    io.write_text(io.join(workdir, "results.csv"), table.getvalue())
+    io.write_text(io.join(workdir, "results.md"), markdown(rows, pairs, c, wall_seconds))
+    plot(results, rows, io.join(workdir, "curves.png"))
     return rows

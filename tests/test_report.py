@@ -64,3 +64,31 @@ def test_seeds_stack_as_paired_rows(tmp_path):
     assert scores["probe"].shape == (8, 50) and scores["zero_shot"].shape == (2, 50)
     first = np.load(os.path.join(runs[1]["run_dir"], "evaluation.npz"))["probe_16"]
     np.testing.assert_array_equal(scores["probe"][:4], first)  # seed 0's rows first
+
+
+def test_the_report_reads_and_writes_cloud_storage(gcs_bucket, tmp_path):
+    """Run folders and the report on gs:// (the Cloud Storage emulator), through jaxlm.io."""
+    import io as io_lib
+    import uuid
+
+    from jaxlm import io
+
+    workdir = io.join(gcs_bucket, f"compare-{uuid.uuid4().hex}")
+    rng = np.random.default_rng(2)
+    results = []
+    for objective in ("clm", "none"):
+        local = _run(tmp_path, objective, "decoder", (rng.random((2, 300)) < 0.6).astype(float))
+        run_dir = io.join(workdir, "seed_0", f"{objective}-decoder")
+        io.write_bytes(io.join(run_dir, "evaluation.npz"),
+                       (tmp_path / f"{objective}-decoder-0" / "evaluation.npz").read_bytes())
+        io.write_text(io.join(run_dir, "metrics.jsonl"), '{"step": 5, "split": "train", '
+                      '"loss": 3.0, "mfu": 0.3}\n')
+        results.append({**local, "run_dir": run_dir})
+    compare._write_json(io.join(workdir, "seed_0", "clm-decoder", "result.json"), {"a": 1})
+    assert compare._read_json(io.join(workdir, "seed_0", "clm-decoder", "result.json")) == {"a": 1}
+    assert compare._speed(io.join(workdir, "seed_0", "clm-decoder"))["pretraining_mfu"] == 0.3
+    rows = report.write_report(results, workdir, compare.get_config())
+    table = list(csv.DictReader(io_lib.StringIO(io.read_text(io.join(workdir, "results.csv")))))
+    assert [r["objective"] for r in table] == [r["objective"] for r in rows] == ["clm", "none"]
+    assert "| clm |" in io.read_text(io.join(workdir, "results.md"))
+    assert io.read_bytes(io.join(workdir, "curves.png")).startswith(b"\x89PNG")
