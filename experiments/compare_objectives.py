@@ -29,9 +29,10 @@ vs FLOPs, each accuracy with its interval), and each arm's metrics.jsonl, evalua
 checkpoint (`jaxlm.checkpoint.load_run(WORKDIR/seed_0/clm-decoder)`). Rerunning on the same
 workdir skips the finished arms.
 
-Expected runtime: 15 min 41 s on 2 idle cores (5 arms + 3 baselines, one seed): pretraining
-~125-145 s per arm (764 steps of 16 x 128 tokens on the decoder and encoder, 13.6-13.9k tokens/s,
-26-29% of the measured matmul peak; train-step compile ~2 s), evaluation 24-33 s per model.
+Expected runtime: 13 min 49 s on 2 idle cores (5 arms + 3 baselines, one seed): 139-153 s per
+arm, pretraining and evaluation (764 steps of 16 x 128 tokens on the decoder and encoder,
+14.6-15.2k tokens/s, 30-31% of the measured matmul peak; the encoder-decoder arms 28-29%;
+train-step compile ~3 s), 22-32 s per no-pretraining baseline.
 
 What to expect (that run; README.md has the table): the frozen-feature probe (k = 16) beats the
 random init significantly for CLM (0.240, gain +0.068 [+0.054, +0.082]), prefix LM (0.219,
