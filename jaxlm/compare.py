@@ -43,6 +43,7 @@ from jaxlm import compare_eval
 from jaxlm import config as config_lib
 from jaxlm import flops as flops_lib
 from jaxlm import io
+from jaxlm import metrics as metrics_lib
 from jaxlm import objectives as objectives_lib
 from jaxlm import trainer
 
@@ -253,8 +254,7 @@ def _write_json(path: str, value: Any) -> None:
 
 def _speed(run_dir: str) -> dict[str, float | None]:
     """Pretraining MFU, tokens/s (means over the logged intervals) and compile seconds."""
-    lines = io.read_text(io.join(run_dir, "metrics.jsonl")).splitlines()
-    train = [r for r in map(json.loads, lines) if r["split"] == "train"]
+    train = metrics_lib.read_metrics(run_dir, "train")
     mfu = [r["mfu"] for r in train if "mfu" in r]
     speed = [r["tokens_per_second"] for r in train if "tokens_per_second" in r]
     compile_s = [r["compile_seconds"] for r in train if "compile_seconds" in r]

@@ -101,6 +101,15 @@ def mfu(flops_per_step: float, seconds_per_step: float, num_devices: int,
     return flops_per_step / seconds_per_step / (num_devices * peak_per_device)
 
 
+def read_metrics(workdir: str, split: str | None = None) -> list[dict[str, Any]]:
+    """The records of a run's metrics.jsonl (those of `split` if given), [] if it has none."""
+    path = io.join(workdir, "metrics.jsonl")
+    if not io.exists(path):
+        return []
+    records = [json.loads(line) for line in io.read_text(path).splitlines() if line]
+    return [r for r in records if split is None or r["split"] == split]
+
+
 class MetricsWriter:
     """Appends one JSON object per logged step to metrics.jsonl and mirrors scalars to
     TensorBoard, on a background thread (the loop never waits for a file); a no-op on every

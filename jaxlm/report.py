@@ -14,13 +14,13 @@ from __future__ import annotations
 import csv
 import io as io_lib
 import itertools
-import json
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from jaxlm import io
+from jaxlm import metrics as metrics_lib
 from jaxlm.evaluation import stats
 
 # The T5 paper (Raffel et al. 2020), Table 4: GLUE average of objectives on one encoder-decoder.
@@ -239,12 +239,11 @@ def _curves(results: Sequence[dict[str, Any]]) -> dict[str, tuple[list[float], l
     """Pretraining loss against model FLOPs per arm (seed 0), from each run's metrics.jsonl."""
     curves = {}
     for r in results:
-        path = io.join(r["run_dir"], "metrics.jsonl")
-        if r["objective"] == "none" or r["seed"] != 0 or not io.exists(path):
+        train = metrics_lib.read_metrics(r["run_dir"], "train")
+        if r["objective"] == "none" or r["seed"] != 0 or not train:
             continue
         per_step = r["flops"] / max(r["steps"], 1)
-        records = [json.loads(line) for line in io.read_text(path).splitlines()]
-        points = [(x["step"] * per_step, x["loss"]) for x in records if x["split"] == "train"]
+        points = [(x["step"] * per_step, x["loss"]) for x in train]
         curves[f"{r['objective']} ({r['family']})"] = ([p[0] for p in points],
                                                       [p[1] for p in points])
     return curves

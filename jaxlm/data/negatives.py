@@ -97,21 +97,20 @@ class OtherDocuments:
     def draw(self, seed: int, exclude: Sequence[int]) -> list[np.ndarray]:
         """[tokens of a uniformly random document with tokens, not in `exclude`], by the seed;
         [] if MAX_DRAWS draws find none."""
-        return self._draw(self._candidates(seed), exclude)
+        return self.draws([seed], [exclude])[0]
 
-    def _draw(self, candidates: Iterator[int], exclude: Sequence[int]) -> list[np.ndarray]:
-        for record in candidates:
-            if record not in exclude and self.tokens(record).size:
-                return [self.tokens(record)]
-        return []
-
-    def draws(self, seeds: np.ndarray, excludes: Sequence[Sequence[int]]) -> list[list[np.ndarray]]:
+    def draws(self, seeds: Sequence[int], excludes: Sequence[Sequence[int]]
+              ) -> list[list[np.ndarray]]:
         """`draw` for many examples, their first candidates read together."""
         candidates = [self._candidates(int(s)) for s in seeds]
         first = [next(c) for c in candidates]
         self._load(first)
-        return [self._draw(itertools.chain([f], c), ex)
-                for f, c, ex in zip(first, candidates, excludes, strict=True)]
+        out = []
+        for f, rest, exclude in zip(first, candidates, excludes, strict=True):
+            found = next((r for r in itertools.chain([f], rest)
+                          if r not in exclude and self.tokens(r).size), None)
+            out.append([] if found is None else [self.tokens(found)])
+        return out
 
     def for_chunks(
         self, chunks: Sequence[np.ndarray], starts: np.ndarray, seeds: np.ndarray, eos_id: int
