@@ -10,9 +10,12 @@ import pytest
 pytest_plugins = ["tests.gcs"]
 
 # Must run before the first `import jax`: pytest imports conftest.py before any test module.
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-).strip()
+from tests.xla import COMPILE_FLAGS  # noqa: E402  (no jax import behind it)
+
+# Flags already in the environment come after the tests' compile flags, and win.
+os.environ["XLA_FLAGS"] = " ".join([
+    COMPILE_FLAGS, os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"
+]).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tests compile the same tiny programs many times over (each run builds fresh jitted closures, a
 # resume test compiles its step twice, the subprocess tests once per process): a persistent

@@ -12,6 +12,7 @@ import pytest
 from absl import flags
 
 from jaxlm import cli
+from tests.xla import script_environment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -114,8 +115,7 @@ def test_unknown_field_message_suggests_across_sections_and_lists_when_nothing_i
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)
+    env = script_environment()
     return subprocess.run([sys.executable, os.path.join(ROOT, "experiments", script), *args],
                           capture_output=True, text=True, env=env, timeout=300)
 

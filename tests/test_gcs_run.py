@@ -13,6 +13,7 @@ import numpy as np
 
 from jaxlm import io
 from jaxlm.data.sources import DataConfig
+from tests.xla import script_environment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "experiments", "pretrain.py")
@@ -24,9 +25,7 @@ TINY = ["--num_cpu_devices=1", "--config.model.preset=tiny", "--config.train.bat
 
 def pretrain(workdir: str, corpus_dir: str, steps: int, cwd: str) -> str:
     """Runs pretrain.py in `cwd` (relative paths would land there); returns its stdout."""
-    env = dict(os.environ)  # the emulator's variables, set by the gcs_endpoint fixture
-    env.pop("XLA_FLAGS", None)  # the device count comes from --num_cpu_devices
-    env["JAX_PLATFORMS"] = "cpu"
+    env = script_environment()  # with the emulator's variables, set by the gcs_endpoint fixture
     result = subprocess.run(
         [sys.executable, SCRIPT, f"--workdir={workdir}", f"--config.data.data_dir={corpus_dir}",
          f"--config.train.steps={steps}", *TINY],

@@ -12,6 +12,7 @@ import pytest
 from jaxlm import config as config_lib
 from jaxlm.planning import cpu_target, hlo, make_plan, targets
 from jaxlm.planning.format import format_plan
+from tests.xla import script_environment
 
 # The tiny decoder (d_model 64, 2 layers, d_ff 256, 4 heads of 16, vocab 384, tied embeddings).
 EMBED_SHARDED = 2 * 64 * 256 * 2 + 2 * 64 * 64 * 4 + 384 * 64  # mlp, attention, embedding
@@ -164,8 +165,7 @@ def test_slice_names_resolve_to_chips_and_topologies():
 
 def _plan_script(*args):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)  # the script sets its own device count
+    env = script_environment()  # the script sets its own device count
     return subprocess.run([sys.executable, os.path.join(root, "experiments", "plan.py"), *args],
                           capture_output=True, text=True, env=env, timeout=600, cwd=root)
 

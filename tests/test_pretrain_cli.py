@@ -11,6 +11,8 @@ import time
 import numpy as np
 import pytest
 
+from tests.xla import script_environment
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "experiments", "pretrain.py")
 TINY = ["--config.model.preset=tiny", "--config.train.batch_size=8", "--config.data.seq_len=64",
@@ -24,10 +26,7 @@ def command(workdir, corpus_dir, *flags, devices=1):
 
 
 def environment():
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)  # the device count comes from --num_cpu_devices
-    env["JAX_PLATFORMS"] = "cpu"
-    return env
+    return script_environment()  # the device count comes from --num_cpu_devices
 
 
 def train_records(workdir):
