@@ -69,6 +69,8 @@ def get_config() -> ml_collections.ConfigDict:
         pairs=1000,  # zero-shot minimal pairs
         pairs_max_words=24,  # shorter sentences: fewer tokens to score
         batch_size=128,  # forward-pass batch of features and pair scoring
+        bootstrap_resamples=4000,  # per interval of the report: its 2.5% / 97.5% quantiles are
+        # stable to ~0.1 point at 4000
         seed=0))  # the probe split, subsets and pairs (the same for every model)
 
 

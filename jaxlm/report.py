@@ -35,7 +35,6 @@ CSV_FIELDS = ("objective", "architecture", "layers", "d_ff", "params", "seeds",
                 for x in ("accuracy", "ci_low", "ci_high", "gain", "gain_ci_low", "gain_ci_high",
                           "gain_p")),
               "probe_k64_accuracy", "probe_k64_ci_low", "probe_k64_ci_high", "wall_seconds")
-RESAMPLES = 4000  # per interval: the 2.5% / 97.5% quantiles are stable to ~0.1 point
 
 
 def _group(results: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
@@ -65,9 +64,10 @@ def load_scores(runs: Sequence[dict[str, Any]], probe_k: int) -> dict[str, np.nd
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def summarize(results: Sequence[dict[str, Any]], probe_k: int = 16) -> tuple[list[dict],
-                                                                            list[dict]]:
-    """(rows of results.csv, pairwise differences between objectives)."""
+def summarize(results: Sequence[dict[str, Any]], probe_k: int = 16,
+              resamples: int = 4000) -> tuple[list[dict], list[dict]]:
+    """(rows of results.csv, pairwise differences between objectives); every interval from
+    `resamples` bootstrap resamples (`evaluation.bootstrap_resamples`)."""
     groups = _group(results)
     scores = {key: load_scores(runs, probe_k) for key, runs in groups.items()}
     rows = []
@@ -86,17 +86,18 @@ def summarize(results: Sequence[dict[str, Any]], probe_k: int = 16) -> tuple[lis
                "final_eval_loss": _mean([r["eval_loss"] for r in runs]), "probe_k": probe_k,
                "wall_seconds": float(np.mean([r["wall_seconds"] for r in runs]))}
         for metric in METRICS:
-            ci = stats.bootstrap_ci(mine[metric], num_resamples=RESAMPLES)
+            ci = stats.bootstrap_ci(mine[metric], num_resamples=resamples)
             row.update({f"{metric}_accuracy": ci.mean, f"{metric}_ci_low": ci.low,
                         f"{metric}_ci_high": ci.high})
-            gain = (stats.paired_bootstrap(mine[metric], base[metric], num_resamples=RESAMPLES)
+            gain = (stats.paired_bootstrap(mine[metric], base[metric],
+                                           num_resamples=resamples)
                     if base is not None and objective != "none" else None)
             row.update({f"{metric}_gain": gain and gain.difference,
                         f"{metric}_gain_ci_low": gain and gain.low,
                         f"{metric}_gain_ci_high": gain and gain.high,
                         f"{metric}_gain_p": gain and gain.p_value})
         if "probe_k64" in mine:
-            ci = stats.bootstrap_ci(mine["probe_k64"], num_resamples=RESAMPLES)
+            ci = stats.bootstrap_ci(mine["probe_k64"], num_resamples=resamples)
             row.update(probe_k64_accuracy=ci.mean, probe_k64_ci_low=ci.low,
                        probe_k64_ci_high=ci.high)
         rows.append(row)
@@ -105,7 +106,7 @@ def summarize(results: Sequence[dict[str, Any]], probe_k: int = 16) -> tuple[lis
     for a, b in itertools.combinations(pretrained, 2):
         for metric in METRICS:
             d = stats.paired_bootstrap(scores[a][metric], scores[b][metric],
-                                       num_resamples=RESAMPLES)
+                                       num_resamples=resamples)
             pairs.append({"a": a, "b": b, "metric": metric, "difference": d.difference,
                           "low": d.low, "high": d.high, "p": d.p_value,
                           "significant": d.significant})
@@ -291,7 +292,8 @@ def plot(results: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], path
 def write_report(results: Sequence[dict[str, Any]], workdir: str, c: Any,
                  wall_seconds: float | None = None) -> list[dict[str, Any]]:
     """results.csv, results.md and curves.png in `workdir`; returns the CSV rows."""
-    rows, pairs = summarize(results, int(c.evaluation.probe_k))
+    rows, pairs = summarize(results, int(c.evaluation.probe_k),
+                            int(c.evaluation.bootstrap_resamples))
     table = io_lib.StringIO(newline="")
     writer = csv.DictWriter(table, fieldnames=CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()

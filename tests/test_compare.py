@@ -50,7 +50,8 @@ def small_config(data_dir):
     c.pretrain.update(flops=4e9, batch_size=16, warmup_steps=2, log_every=4, eval_batches=1)
     c.evaluation.update(seq_len=32, pool_per_class=32, probe_ks="4,8", probe_k=4,
                         probe_subsets=2, finetune_k=4, finetune_subsets=1, finetune_steps=3,
-                        finetune_batch_size=8, pairs=40, batch_size=64)
+                        finetune_batch_size=8, pairs=40, batch_size=64,
+                        bootstrap_resamples=500)
     return c
 
 

@@ -42,6 +42,8 @@ def get_config() -> ml_collections.ConfigDict:
     c = default_config()
     c.num_cpu_devices = 0  # on GPU: the accelerator, not the host's cores
     c.model.update(d_model=512, num_heads=8, d_ff=1024, num_layers=8, dtype="bfloat16")
+    # The library's scanned, rematerialised layers (the CPU default unrolls its few small ones).
+    c.model.update(scan_layers=True, remat_policy="dots_with_no_batch_dims")
     c.data.update(vocab_size=8192, seq_len=256, shuffle_buffer=8192)
     c.pretrain.update(flops=3.3e16, batch_size=256, learning_rate=1e-3, warmup_steps=200,
                       log_every=100, eval_batches=8)

@@ -27,6 +27,8 @@ def get_config():
     c.objectives = "mlm,span_corruption,prefix_lm,ul2"
     c.model.preset = "base"
     c.model.update(d_model=768, num_heads=12, d_ff=3072, num_layers=24, dtype="bfloat16")
+    # The library's scanned, rematerialised layers (the CPU default unrolls its few small ones).
+    c.model.update(scan_layers=True, remat_policy="dots_with_no_batch_dims")
     c.data.update(dataset="c4/en:3.1.0", vocab="sentencepiece", vocab_size=32128, seq_len=512,
                   shuffle_buffer=10_000, window=512, shards=-1)
     c.pretrain.update(budget="tokens", tokens=2**35, batch_size=128, learning_rate=1e-2,
