@@ -156,8 +156,9 @@ def significance_sentences(rows: Sequence[dict[str, Any]], pairs: Sequence[dict[
                      f"{max(abs(p['low']), abs(p['high'])):.3f}] (p = {p['p']:.3f}).")
     total = sum(p["metric"] == metric for p in pairs)
     if total:
+        rest = "; the others are within the noise" if len(significant) < total else ""
         lines.append(f"  - {len(significant)} of {total} pairs of objectives differ "
-                     "significantly; the others are within the noise.")
+                     f"significantly{rest}.")
     return lines
 
 

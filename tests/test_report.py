@@ -48,6 +48,7 @@ def test_a_real_gain_is_marked_significant_and_a_null_one_is_not(tmp_path):
     assert "probe: 1 of 2 objectives significantly beat their architecture's random init " \
            "(mlm (encoder))" in md
     assert "mlm (encoder) beats clm (encoder)" in md
+    assert "  - 1 of 1 pairs of objectives differ significantly.\n" in md  # no "the others"
     assert "**Answer (probe):** mlm (encoder) is highest" in md
     with open(os.path.join(tmp_path, "results.csv")) as f:
         csv_rows = list(csv.DictReader(f))
