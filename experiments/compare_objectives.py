@@ -29,17 +29,19 @@ vs FLOPs, each accuracy with its interval), and each arm's metrics.jsonl, evalua
 checkpoint (`jaxlm.checkpoint.load_run(WORKDIR/seed_0/clm-decoder)`). Rerunning on the same
 workdir skips the finished arms.
 
-Expected runtime: 13 min 49 s on 2 idle cores (5 arms + 3 baselines, one seed): 139-153 s per
-arm, pretraining and evaluation (764 steps of 16 x 128 tokens on the decoder and encoder,
-14.6-15.2k tokens/s, 30-31% of the measured matmul peak; the encoder-decoder arms 28-29%;
-train-step compile ~3 s), 22-32 s per no-pretraining baseline.
+Expected runtime: 17 min 10 s on 2 shared cores that slowed down during the run (5 arms + 3
+baselines, one seed; the previous default took 13 min 49 s on idle ones): 150-208 s per arm,
+pretraining and evaluation (764 steps of 16 x 128 tokens on the decoder and encoder), 31-42 s per
+no-pretraining baseline. MFU against the measured matmul peak: 0.21-0.33 in that run; run side by
+side an hour earlier, when the machine was faster: span corruption 0.31-0.34, CLM 0.35-0.36.
 
 What to expect (that run; README.md has the table): the frozen-feature probe (k = 16) beats the
-random init significantly for CLM (0.240, gain +0.068 [+0.054, +0.082]), prefix LM (0.219,
-+0.046) and MLM (0.206, +0.021), and falls below it for the encoder-decoder denoisers' encoders
-(UL2 0.161, span corruption 0.143); probe intervals are 2-3 points wide. Zero-shot minimal pairs:
-CLM 0.854, prefix LM 0.815, MLM 0.676 against ~0.5 at random init. Low-data fine-tuning leaves
-every pretrained arm below its random init (0.10-0.23 against 0.29-0.40).
+random init significantly for CLM (0.237, gain +0.074 [+0.058, +0.089]), prefix LM (0.222,
++0.059) and MLM (0.209, +0.019), and falls below it for the encoder-decoder denoisers' encoders
+(UL2 0.184, span corruption 0.149); probe intervals are 2-3 points wide. Zero-shot minimal pairs:
+CLM 0.857, prefix LM 0.816, MLM 0.755, span corruption 0.574, UL2 0.572 against ~0.5 at random
+init. Low-data fine-tuning leaves every pretrained arm below its random init (0.09-0.19 against
+0.30-0.40).
 """
 
 from __future__ import annotations

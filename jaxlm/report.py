@@ -64,8 +64,8 @@ def load_scores(runs: Sequence[dict[str, Any]], probe_k: int) -> dict[str, np.nd
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def summarize(results: Sequence[dict[str, Any]], probe_k: int = 16,
-              resamples: int = 4000) -> tuple[list[dict], list[dict]]:
+def summarize(results: Sequence[dict[str, Any]], probe_k: int,
+              resamples: int) -> tuple[list[dict], list[dict]]:
     """(rows of results.csv, pairwise differences between objectives); every interval from
     `resamples` bootstrap resamples (`evaluation.bootstrap_resamples`)."""
     groups = _group(results)
