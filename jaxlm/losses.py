@@ -48,7 +48,20 @@ def token_loss(logits: Array, targets: Array, label_smoothing: float = 0.0,
             log_z - jnp.mean(logits, axis=-1))
     if z_loss:
         loss = loss + z_loss * jnp.square(log_z)
-    return loss, jnp.argmax(logits, axis=-1) == targets
+    return loss, first_argmax(logits) == targets
+
+
+def first_argmax(x: Array) -> Array:
+    """jnp.argmax(x, axis=-1) for non-NaN x: the index of the first maximum, int32.
+
+    Two single-output reductions (the max, then the lowest index holding it) instead of argmax's
+    variadic (value, index) reduction, which XLA:CPU does not vectorise: on a [1024, 4096] logits
+    tile the argmax took ~19 ms of a ~70 ms training step per device, this takes ~2 ms. A row with
+    a NaN gives x.shape[-1], an index no target has.
+    """
+    top = jnp.max(x, axis=-1, keepdims=True)
+    size = x.shape[-1]
+    return jnp.min(jnp.where(x == top, jnp.arange(size, dtype=jnp.int32), size), axis=-1)
 
 
 def weighted_sums(loss: Array, correct: Array, weights: Array) -> dict[str, Array]:

@@ -9,7 +9,8 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxlm import sharding
-from jaxlm.losses import default_chunk, fused_weighted_loss, token_loss, weighted_loss
+from jaxlm.losses import (default_chunk, first_argmax, fused_weighted_loss, token_loss,
+                          weighted_loss)
 
 
 def test_token_loss_matches_log_softmax_and_argmax():
@@ -25,6 +26,14 @@ def test_a_tie_counts_only_for_the_first_maximum():
     logits = jnp.array([[0.0, 2.0, 2.0, 1.0]] * 3)
     _, correct = token_loss(logits, jnp.array([1, 2, 3]))
     np.testing.assert_array_equal(correct, [True, False, False])
+
+
+def test_first_argmax_is_argmax_ties_included():
+    # Few distinct values, so most rows hold tied maxima; a row of NaN gives an index no target has.
+    x = jax.random.randint(jax.random.key(1), (64, 5, 37), 0, 4).astype(jnp.float32)
+    np.testing.assert_array_equal(first_argmax(x), jnp.argmax(x, axis=-1))
+    assert first_argmax(x).dtype == jnp.int32
+    assert int(first_argmax(jnp.array([[1.0, jnp.nan, 0.0]]))[0]) == 3
 
 
 def test_label_smoothing_and_z_loss():
