@@ -18,8 +18,8 @@
 What it does (jaxlm/compare.py and jaxlm/compare_eval.py have the details): pretrains one model
 per objective with its natural architecture (decoder: CLM, prefix LM; encoder: MLM;
 encoder-decoder: span corruption, UL2; ~1.6M parameters each, matched within 10%) on the stdlib
-corpus minus every evaluation document, each arm with the same model FLOPs (1.6e13), data parallel
-over the 2 CPU cores; then scores every pretrained model and a random init per architecture on
+corpus minus every evaluation document, each arm with the same model FLOPs (1.6e13), on one XLA
+CPU device that spans the 2 cores; then scores every pretrained model and a random init per architecture on
 held-out documents: a frozen-feature probe (which stdlib module a docstring comes from, 10
 classes, k = 16 and 64 per class, 10 subsets, 2,783 test documents), low-data fine-tuning (k = 64
 per class, 3 subsets) and 1,000 zero-shot minimal pairs. Writes to the workdir: results.md (the
@@ -71,7 +71,7 @@ def main(argv: list[str]) -> int:
         absl_logging.set_verbosity(absl_logging.WARNING)
     import jax
 
-    if _CONFIG.value.num_cpu_devices:  # before JAX starts: one CPU device per core, and an
+    if _CONFIG.value.num_cpu_devices:  # before JAX starts: the CPU device count, and an
         # allocator that reuses XLA's step buffers instead of page-faulting fresh ones (host.py)
         jax.config.update("jax_num_cpu_devices", int(_CONFIG.value.num_cpu_devices))
         host.tune_cpu_allocator()

@@ -1,8 +1,10 @@
 """Run metrics: metrics.jsonl, TensorBoard events, a console progress line, and MFU.
 
 Only process 0 writes. MFU is model FLOPs per second (jaxlm.flops) over the devices' peak: a
-table of published dense bf16 peaks for accelerators, and a float32 matmul timed once on CPU;
-`train.peak_flops` overrides both. A device kind the table lacks trains without MFU.
+table of published dense bf16 peaks for accelerators, and a float32 matmul timed on CPU at the
+start of every run (a shared host's practical peak drifts by 10-20% over minutes, so a peak
+cached from an earlier run would misstate a later one's MFU); `train.peak_flops` overrides both.
+A device kind the table lacks trains without MFU.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ PEAK_FLOPS = {
     "H200": 989e12,
 }
 
-_measured_cpu_peak: float | None = None
 _unknown_kinds_logged: set[str] = set()
 log = logging.getLogger(__name__)
 
@@ -66,16 +67,13 @@ def measure_matmul_peak(size: int = 1024, seconds: float = 0.5) -> float:
 def peak_flops_per_device(device: jax.Device | None = None,
                           override: float | None = None) -> float | None:
     """The device's peak FLOP/s: `override` (train.peak_flops) if given, else the table for
-    accelerators or a measured matmul on CPU (cached); None, logged once per kind, for a device
-    kind the table lacks (TPU v2 / v3, L4, A10, ...)."""
-    global _measured_cpu_peak
+    accelerators or, on CPU, a matmul timed now (~1 s; not cached, see the module docstring);
+    None, logged once per kind, for a device kind the table lacks (TPU v2 / v3, L4, A10, ...)."""
     if override is not None:
         return float(override)
     device = device or jax.devices()[0]
     if device.platform == "cpu":
-        if _measured_cpu_peak is None:
-            _measured_cpu_peak = measure_matmul_peak()
-        return _measured_cpu_peak
+        return measure_matmul_peak()
     for kind, peak in PEAK_FLOPS.items():
         if kind.lower() in device.device_kind.lower():
             return peak

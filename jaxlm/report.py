@@ -29,7 +29,7 @@ METRICS = ("probe", "finetune", "zero_shot")
 METRIC_NAMES = {"probe": "probe", "finetune": "fine-tuned", "zero_shot": "zero-shot pairs"}
 CSV_FIELDS = ("objective", "architecture", "layers", "d_ff", "params", "seeds",
               "pretraining_tokens", "pretraining_flops", "pretraining_mfu",
-              "pretraining_tokens_per_second", "compile_seconds", "final_pretraining_loss",
+              "pretraining_tokens_per_second", "pretraining_peak_flops", "compile_seconds", "final_pretraining_loss",
               "final_eval_loss", "probe_k",
               *(f"{m}_{x}" for m in METRICS
                 for x in ("accuracy", "ci_low", "ci_high", "gain", "gain_ci_low", "gain_ci_high",
@@ -81,6 +81,8 @@ def summarize(results: Sequence[dict[str, Any]], probe_k: int,
                "pretraining_mfu": _mean([r["pretraining_mfu"] for r in runs]),
                "pretraining_tokens_per_second": _mean(
                    [r["pretraining_tokens_per_second"] for r in runs]),
+               "pretraining_peak_flops": _mean(
+                   [r.get("pretraining_peak_flops") for r in runs]),
                "compile_seconds": _mean([r["compile_seconds"] for r in runs]),
                "final_pretraining_loss": _mean([r["train_loss"] for r in runs]),
                "final_eval_loss": _mean([r["eval_loss"] for r in runs]), "probe_k": probe_k,
@@ -199,7 +201,9 @@ def markdown(rows: Sequence[dict[str, Any]], pairs: Sequence[dict[str, Any]],
              f"Probe: frozen mean-pooled features, k = {rows[0]['probe_k']} per class, "
              f"{e.probe_subsets} subsets; fine-tuned: the whole model on k = {e.finetune_k} per "
              f"class, {e.finetune_subsets} subsets, {e.finetune_steps} steps; zero-shot: "
-             f"{e.pairs} minimal pairs. Seeds: {rows[0]['seeds']}."
+             f"{e.pairs} minimal pairs. MFU: model FLOP/s over the peak of the arm's devices "
+             "(on CPU a float32 matmul timed at the start of its pretraining; results.csv has it "
+             f"as pretraining_peak_flops). Seeds: {rows[0]['seeds']}."
              + (f" Total wall time {wall_seconds:.0f}s." if wall_seconds else ""), "",
              "| objective | architecture | params | text tokens | FLOPs | MFU | tokens/s | "
              "probe | probe gain | fine-tuned | fine-tuned gain | zero-shot | zero-shot gain | "

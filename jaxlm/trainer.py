@@ -71,6 +71,7 @@ class _Context:
     writer: metrics_lib.MetricsWriter
     say: Callable[[str], None]
     rows: slice  # the rows of the input shard's batches this process keeps
+    peak: float | None  # the devices' combined peak FLOP/s behind MFU; None: unknown
 
 
 def resolved_config_dict(config: ml_collections.ConfigDict,
@@ -227,6 +228,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     """
     wall_start = time.perf_counter()
     run, mesh, pipeline = setup(config, devices)
+    # Timed on CPU before the input pipeline's threads start, which would slow the matmul down.
+    peak = metrics_lib.mesh_peak_flops(mesh.devices, run.train.peak_flops)
     if jax.process_index() != 0:
         say = lambda line: None  # noqa: E731 - one console per run
     io.makedirs(workdir)  # a no-op on gs://, where directories are object-name prefixes
@@ -254,7 +257,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
             say(f"resumed from step {start_step}; no data position for process "
                 f"{jax.process_index()}: the data restarts from the beginning")
     ctx = _Context(run, mesh, model, pipeline, metrics_lib.MetricsWriter(workdir), say,
-                   input_shard(run)[2])
+                   input_shard(run)[2], peak)
     try:
         return _loop(ctx, state, state_shardings, iterator, checkpointer, start_step, workdir,
                      wall_start, loop_transfer_guard)
@@ -287,7 +290,7 @@ def _loop(ctx: _Context, state: Any, state_shardings: Any, iterator: Any,
                              micro_batches=run.train.micro_batches,
                              label_smoothing=run.train.label_smoothing, z_loss=run.train.z_loss,
                              rules=run.rules)
-    peak = metrics_lib.mesh_peak_flops(ctx.mesh.devices, run.train.peak_flops)  # None: unknown
+    peak = ctx.peak
     eval_fn = jit_eval_step(lm_loss(ctx.model), state_shardings.params, ctx.mesh, run.rules)
     watcher = _PreemptionSignal()
     pending: tuple[int, Any] | None = None
@@ -310,8 +313,10 @@ def _loop(ctx: _Context, state: Any, state_shardings: Any, iterator: Any,
             if peak is not None:
                 metrics["mfu"] = flops_per_step / seconds / peak
         timer.update(time=now, step=step)
-        if compile_seconds is not None:
+        if compile_seconds is not None:  # the first record: what MFU divides by, once
             metrics["compile_seconds"], compile_seconds = compile_seconds, None
+            if peak is not None:
+                metrics["peak_flops"] = peak
         metrics["target_tokens"] = metrics.pop("tokens")
         ctx.writer.write(step, "train", metrics)
         summary.train = metrics
@@ -330,7 +335,8 @@ def _loop(ctx: _Context, state: Any, state_shardings: Any, iterator: Any,
         compile_start = time.perf_counter()
         compiled = step_fn.lower(state, batch).compile()
         compile_seconds = time.perf_counter() - compile_start
-        say(f"compiled the train step in {compile_seconds:.1f}s")
+        say(f"compiled the train step in {compile_seconds:.1f}s" + (
+            f"; MFU against a peak of {peak / 1e9:,.0f} GFLOP/s" if peak is not None else ""))
         loop_start = time.perf_counter()
         timer["time"] = loop_start
         step = start_step

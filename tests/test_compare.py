@@ -93,6 +93,7 @@ def test_a_small_comparison_writes_its_report_and_resumes(tmp_path):
     for r in rows:
         pretrained = r["objective"] != "none"
         assert (float(r["pretraining_mfu"] or 0) > 0) == pretrained
+        assert (float(r["pretraining_peak_flops"] or 0) > 1e8) == pretrained  # a CPU, timed
         assert (float(r["pretraining_flops"]) > 0) == pretrained
         assert (float(r["pretraining_tokens"]) > 0) == pretrained
     # No held-out document is pretraining text.
