@@ -263,7 +263,8 @@ def _write_json(path: str, value: Any) -> None:
 
 def _speed(run_dir: str) -> dict[str, float | None]:
     """Pretraining MFU, tokens/s (means over the logged intervals), the peak FLOP/s MFU divides
-    by (timed at the run's start on CPU; the last start's, for a resumed run) and compile seconds."""
+    by (on CPU the process's best timing at the run's start; the last start's, for a resumed
+    run) and compile seconds."""
     train = metrics_lib.read_metrics(run_dir, "train")
     mfu = [r["mfu"] for r in train if "mfu" in r]
     peaks = [r["peak_flops"] for r in train if "peak_flops" in r]

@@ -1,10 +1,10 @@
 """Run metrics: metrics.jsonl, TensorBoard events, a console progress line, and MFU.
 
 Only process 0 writes. MFU is model FLOPs per second (jaxlm.flops) over the devices' peak: a
-table of published dense bf16 peaks for accelerators, and a float32 matmul timed on CPU at the
-start of every run (a shared host's practical peak drifts by 10-20% over minutes, so a peak
-cached from an earlier run would misstate a later one's MFU); `train.peak_flops` overrides both.
-A device kind the table lacks trains without MFU.
+table of published dense bf16 peaks for accelerators, and on CPU the best float32 matmul timed
+so far in the process (timed again at the start of every run: a timing taken while other work
+ran on the host understates the peak and would overstate MFU, so the best one stands);
+`train.peak_flops` overrides both. A device kind the table lacks trains without MFU.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ PEAK_FLOPS = {
     "H200": 989e12,
 }
 
+_best_cpu_peak: float | None = None  # the best CPU matmul timed in this process
 _unknown_kinds_logged: set[str] = set()
 log = logging.getLogger(__name__)
 
@@ -67,13 +68,16 @@ def measure_matmul_peak(size: int = 1024, seconds: float = 0.5) -> float:
 def peak_flops_per_device(device: jax.Device | None = None,
                           override: float | None = None) -> float | None:
     """The device's peak FLOP/s: `override` (train.peak_flops) if given, else the table for
-    accelerators or, on CPU, a matmul timed now (~1 s; not cached, see the module docstring);
-    None, logged once per kind, for a device kind the table lacks (TPU v2 / v3, L4, A10, ...)."""
+    accelerators or, on CPU, a matmul timed now (~1 s) or an earlier one of this process if that
+    was faster (see the module docstring); None, logged once per kind, for a device kind the
+    table lacks (TPU v2 / v3, L4, A10, ...)."""
+    global _best_cpu_peak
     if override is not None:
         return float(override)
     device = device or jax.devices()[0]
     if device.platform == "cpu":
-        return measure_matmul_peak()
+        _best_cpu_peak = max(measure_matmul_peak(), _best_cpu_peak or 0.0)
+        return _best_cpu_peak
     for kind, peak in PEAK_FLOPS.items():
         if kind.lower() in device.device_kind.lower():
             return peak

@@ -202,8 +202,8 @@ def markdown(rows: Sequence[dict[str, Any]], pairs: Sequence[dict[str, Any]],
              f"{e.probe_subsets} subsets; fine-tuned: the whole model on k = {e.finetune_k} per "
              f"class, {e.finetune_subsets} subsets, {e.finetune_steps} steps; zero-shot: "
              f"{e.pairs} minimal pairs. MFU: model FLOP/s over the peak of the arm's devices "
-             "(on CPU a float32 matmul timed at the start of its pretraining; results.csv has it "
-             f"as pretraining_peak_flops). Seeds: {rows[0]['seeds']}."
+             "(on CPU the best float32 matmul timed in the process up to the start of its "
+             "pretraining; results.csv has it as pretraining_peak_flops). Seeds: {rows[0]['seeds']}."
              + (f" Total wall time {wall_seconds:.0f}s." if wall_seconds else ""), "",
              "| objective | architecture | params | text tokens | FLOPs | MFU | tokens/s | "
              "probe | probe gain | fine-tuned | fine-tuned gain | zero-shot | zero-shot gain | "

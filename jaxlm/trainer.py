@@ -228,7 +228,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *,
     """
     wall_start = time.perf_counter()
     run, mesh, pipeline = setup(config, devices)
-    # Timed on CPU before the input pipeline's threads start, which would slow the matmul down.
+    # Timed on CPU before the input pipeline's threads start, which would slow the matmul down
+    # (metrics.py keeps the process's best timing).
     peak = metrics_lib.mesh_peak_flops(mesh.devices, run.train.peak_flops)
     if jax.process_index() != 0:
         say = lambda line: None  # noqa: E731 - one console per run

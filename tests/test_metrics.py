@@ -36,6 +36,7 @@ def test_mfu_and_measured_cpu_peak():
     assert metrics.mfu(1e12, 2.0, 4, 1e11) == pytest.approx(1.25)
     peak = metrics.peak_flops_per_device(jax.devices()[0])
     assert 1e8 < peak < 1e14  # a CPU, measured
+    assert metrics.peak_flops_per_device(jax.devices()[0]) >= peak  # the best timing stands
 
 
 class FakeDevice:
@@ -71,13 +72,14 @@ def test_peak_table_override_and_unknown_kinds(caplog, monkeypatch):
     assert metrics.mesh_peak_flops([FakeDevice("tpu", "TPU v4")] * 4) == 4 * 275e12
     assert metrics.mesh_peak_flops([FakeDevice("gpu", "NVIDIA H100 80GB HBM3")]) == 989e12
     assert metrics.peak_flops_per_device(FakeDevice("tpu", "TPU v4"), override=1e12) == 1e12
-    # The fake CPU devices share one host: its peak counts once, and is timed at every call.
+    # The fake CPU devices share one host: its peak counts once. It is timed at every call, and
+    # the best timing so far stands (a slow one was disturbed by other work on the host).
     assert metrics.mesh_peak_flops(jax.devices(), 1e11) == 1e11
-    timed = iter([3e11, 2e11])
+    timed = iter([3e11, 2e11, 4e11])
     monkeypatch.setattr(metrics, "measure_matmul_peak", lambda: next(timed))
+    monkeypatch.setattr(metrics, "_best_cpu_peak", None)
     assert len(jax.devices()) > 1
-    assert metrics.mesh_peak_flops(jax.devices()) == 3e11
-    assert metrics.mesh_peak_flops(jax.devices()) == 2e11
+    assert [metrics.mesh_peak_flops(jax.devices()) for _ in range(3)] == [3e11, 3e11, 4e11]
 
 
 @pytest.mark.parametrize("peak_flops", [None, 1e9])
