@@ -203,7 +203,8 @@ def markdown(rows: Sequence[dict[str, Any]], pairs: Sequence[dict[str, Any]],
              f"class, {e.finetune_subsets} subsets, {e.finetune_steps} steps; zero-shot: "
              f"{e.pairs} minimal pairs. MFU: model FLOP/s over the peak of the arm's devices "
              "(on CPU the best float32 matmul timed in the process up to the start of its "
-             "pretraining; results.csv has it as pretraining_peak_flops). Seeds: {rows[0]['seeds']}."
+             "pretraining; results.csv has it as pretraining_peak_flops). "
+             f"Seeds: {rows[0]['seeds']}."
              + (f" Total wall time {wall_seconds:.0f}s." if wall_seconds else ""), "",
              "| objective | architecture | params | text tokens | FLOPs | MFU | tokens/s | "
              "probe | probe gain | fine-tuned | fine-tuned gain | zero-shot | zero-shot gain | "

@@ -41,6 +41,7 @@ def test_a_real_gain_is_marked_significant_and_a_null_one_is_not(tmp_path):
         assert r["probe_ci_low"] <= r["probe_accuracy"] <= r["probe_ci_high"]
         assert r["probe_ci_high"] - r["probe_ci_low"] < 0.05
     md = open(os.path.join(tmp_path, "results.md")).read()
+    assert "Seeds: 1." in md and "{" not in md  # every placeholder filled in
     mlm_line = next(line for line in md.splitlines() if line.startswith("| mlm |"))
     clm_line = next(line for line in md.splitlines() if line.startswith("| clm |"))
     assert f"{by['mlm']['probe_gain']:+.3f}*" in mlm_line
