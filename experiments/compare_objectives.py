@@ -29,18 +29,18 @@ vs FLOPs, each accuracy with its interval), and each arm's metrics.jsonl, evalua
 checkpoint (`jaxlm.checkpoint.load_run(WORKDIR/seed_0/clm-decoder)`). Rerunning on the same
 workdir skips the finished arms.
 
-Expected runtime: 17 min 10 s on 2 shared cores that slowed down during the run (5 arms + 3
-baselines, one seed; the previous default took 13 min 49 s on idle ones): 150-208 s per arm,
-pretraining and evaluation (764 steps of 16 x 128 tokens on the decoder and encoder), 31-42 s per
-no-pretraining baseline. MFU against the measured matmul peak: 0.21-0.33 in that run; run side by
-side an hour earlier, when the machine was faster: span corruption 0.31-0.34, CLM 0.35-0.36.
-
-What to expect (that run; README.md has the table): the frozen-feature probe (k = 16) beats the
-random init significantly for CLM (0.237, gain +0.074 [+0.058, +0.089]), prefix LM (0.222,
-+0.059) and MLM (0.209, +0.019), and falls below it for the encoder-decoder denoisers' encoders
-(UL2 0.184, span corruption 0.149); probe intervals are 2-3 points wide. Zero-shot minimal pairs:
-CLM 0.857, prefix LM 0.816, MLM 0.755, span corruption 0.574, UL2 0.572 against ~0.5 at random
-init. Low-data fine-tuning leaves every pretrained arm below its random init (0.09-0.19 against
+Expected runtime: 15 min 38 s on 2 shared cores (5 arms + 3 baselines, one seed; 16 min 58 s and
+17 min 55 s in two more runs, as the shared machine's speed varied): 155-187 s per arm,
+pretraining and evaluation (764 steps of 16 x 128 tokens on the decoder and encoder), 26-39 s per
+no-pretraining baseline. MFU against the best float32 matmul peak timed in the process: CLM 0.38,
+prefix LM 0.35, MLM 0.34, UL2 0.32, span corruption 0.28 in that run (0.22-0.38 across the three
+runs; README.md has them).
+What to expect (README.md has the table): the frozen-feature probe (k = 16) beats the random init
+significantly for CLM (0.237, gain +0.074 [+0.058, +0.089]), prefix LM (0.222, +0.059) and MLM
+(0.212, +0.022), and falls below it for the encoder-decoder denoisers' encoders (UL2 0.168, span
+corruption 0.140); probe intervals are 2-3 points wide. Zero-shot minimal pairs: CLM 0.857,
+prefix LM 0.818, MLM 0.746, UL2 0.578, span corruption 0.570 against ~0.5 at random init.
+Low-data fine-tuning leaves every pretrained arm below its random init (0.10-0.20 against
 0.30-0.40).
 """
 
