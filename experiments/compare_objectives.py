@@ -19,10 +19,10 @@ What it does (jaxlm/compare.py and jaxlm/compare_eval.py have the details): pret
 per objective with its natural architecture (decoder: CLM, prefix LM; encoder: MLM;
 encoder-decoder: span corruption, UL2; ~1.6M parameters each, matched within 10%) on the stdlib
 corpus minus every evaluation document, each arm with the same model FLOPs (1.6e13), on one XLA
-CPU device that spans the 2 cores; then scores every pretrained model and a random init per architecture on
-held-out documents: a frozen-feature probe (which stdlib module a docstring comes from, 10
-classes, k = 16 and 64 per class, 10 subsets, 2,783 test documents), low-data fine-tuning (k = 64
-per class, 3 subsets) and 1,000 zero-shot minimal pairs. Writes to the workdir: results.md (the
+CPU device that spans the 2 cores; then scores every pretrained model and a random init per
+architecture on held-out documents: a frozen-feature probe (which stdlib module a docstring comes
+from, 10 classes, k = 16 and 64 per class, 10 subsets, 2,783 test documents), low-data
+fine-tuning (k = 64 per class, 3 subsets) and 1,000 zero-shot minimal pairs. Writes to the workdir: results.md (the
 table with 95% bootstrap intervals, `*` on significant paired differences, the answer in
 words), results.csv (a row per arm, baselines as objective `none`), curves.png (pretraining loss
 vs FLOPs, each accuracy with its interval), and each arm's metrics.jsonl, evaluation.npz and
@@ -35,6 +35,7 @@ pretraining and evaluation (764 steps of 16 x 128 tokens on the decoder and enco
 no-pretraining baseline. MFU against the best float32 matmul peak timed in the process: CLM 0.38,
 prefix LM 0.35, MLM 0.34, UL2 0.32, span corruption 0.28 in that run (0.22-0.38 across the three
 runs; README.md has them).
+
 What to expect (README.md has the table): the frozen-feature probe (k = 16) beats the random init
 significantly for CLM (0.237, gain +0.074 [+0.058, +0.089]), prefix LM (0.222, +0.059) and MLM
 (0.212, +0.022), and falls below it for the encoder-decoder denoisers' encoders (UL2 0.168, span

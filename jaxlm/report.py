@@ -29,8 +29,8 @@ METRICS = ("probe", "finetune", "zero_shot")
 METRIC_NAMES = {"probe": "probe", "finetune": "fine-tuned", "zero_shot": "zero-shot pairs"}
 CSV_FIELDS = ("objective", "architecture", "layers", "d_ff", "params", "seeds",
               "pretraining_tokens", "pretraining_flops", "pretraining_mfu",
-              "pretraining_tokens_per_second", "pretraining_peak_flops", "compile_seconds", "final_pretraining_loss",
-              "final_eval_loss", "probe_k",
+              "pretraining_tokens_per_second", "pretraining_peak_flops", "compile_seconds",
+              "final_pretraining_loss", "final_eval_loss", "probe_k",
               *(f"{m}_{x}" for m in METRICS
                 for x in ("accuracy", "ci_low", "ci_high", "gain", "gain_ci_low", "gain_ci_high",
                           "gain_p")),
