@@ -53,7 +53,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxlm import io, sharding
 from jaxlm.data.tasks import Task
-from jaxlm.models import ModelConfig, build_model
+from jaxlm.models import ModelConfig
 from jaxlm.models.layers import DenseGeneral, constrain
 from jaxlm.models.transformer import FAMILY_MODULES, decoder_valid, encoder_valid
 from jaxlm.losses import token_loss, weighted_sums

@@ -8,7 +8,6 @@ it, and the fused path's gradient is that function's own vjp.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 
 import flax.linen as nn

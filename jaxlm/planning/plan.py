@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.experimental import mesh_utils
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
 from jaxlm import config as config_lib
 from jaxlm import flops as flops_lib
