@@ -98,6 +98,10 @@ class Layout:
     def objective_fn(self) -> Any:
         return obj.get_objective(self.objective, **self.kwargs)
 
+    @functools.cached_property
+    def batch_objective_fn(self) -> Any:  # None where the objective runs one row at a time
+        return obj.get_batch_objective(self.objective, **self.kwargs)
+
     @property
     def other_documents(self) -> bool:  # the objective reads a drawn other document (NSP)
         return obj.FORMS[self.objective].other_documents

@@ -9,40 +9,16 @@ through `tf.numpy_function` once per window of documents (greedy / none) or per 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from jaxlm.conventions import EOS_ID, PAD_ID
+from jaxlm.conventions import EOS_ID
 from jaxlm.data.layout import Layout
+from jaxlm.objectives.common import mix_seeds
 
 if TYPE_CHECKING:
     from jaxlm.data.negatives import OtherDocuments
-
-
-# ----------------------------------------------------------------------------------------------
-# Example seeds
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-
-
-def mix_seeds(*keys: Any) -> np.ndarray:
-    """Per-example seeds: splitmix64 chained over broadcast int keys -> int64 in [0, 2**63).
-
-    The pipeline seeds an example by (seed, process, epoch, document, piece) in greedy / none and
-    (seed, process, epoch, document, offset) of a chunk's first token in concat, so an example's
-    randomness depends only on where its tokens come from: the same after a restart.
-    """
-    arrays = np.broadcast_arrays(*[np.asarray(k, dtype=np.int64) for k in keys])
-    h = np.zeros(arrays[0].shape, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for k in arrays:
-            x = h ^ (k.astype(np.uint64) + _GOLDEN)
-            x = (x ^ (x >> np.uint64(30))) * _M1
-            x = (x ^ (x >> np.uint64(27))) * _M2
-            h = x ^ (x >> np.uint64(31))
-    return (h >> np.uint64(1)).astype(np.int64)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -189,23 +165,33 @@ def chunk_rows(
     """
     _check_other_documents(layout, other_documents)
     chunks, lengths = np.asarray(chunks, dtype=np.int32), np.asarray(lengths, dtype=np.int64)
-    if layout.objective == "clm":  # vectorized; identical to objectives.clm + padding
-        length = layout.streams[0].length
-        targets = np.zeros((chunks.shape[0], length), dtype=np.int32)
-        targets[:, : chunks.shape[1]] = chunks * (np.arange(chunks.shape[1]) < lengths[:, None])
-        inputs = np.zeros_like(targets)
-        inputs[:, 1:] = targets[:, :-1]
-        inputs *= np.arange(length) < lengths[:, None]
-        return {
-            "decoder_target_tokens": targets,
-            "decoder_input_tokens": inputs,
-            "decoder_loss_weights": (targets != PAD_ID).astype(np.int32),
-        }
     starts = np.asarray(starts, dtype=np.int64).reshape(-1, 3)
     seeds = mix_seeds(seed, process_index, starts[:, 0], starts[:, 1], starts[:, 2])
+    if layout.batch_objective_fn is not None and not layout.other_documents:
+        return _batch_rows(layout, chunks, lengths, seeds)
     pieces = [c[:n] for c, n in zip(chunks, lengths, strict=True)]
     others = None
     if layout.other_documents:
         eos_id = int(layout.kwargs.get("eos_id", EOS_ID))
         others = other_documents.for_chunks(pieces, starts, seeds, eos_id)
     return assemble_rows(layout, apply_objective(layout, pieces, seeds, others), greedy=False)
+
+
+def _batch_rows(
+    layout: Layout, chunks: np.ndarray, lengths: np.ndarray, seeds: np.ndarray
+) -> dict[str, np.ndarray]:
+    """concat rows of an objective with a batch form: one call per chunk length (all chunks but
+    a finite dataset's last are full), rows as `assemble_rows(..., greedy=False)` makes them."""
+    out = {k: np.zeros((chunks.shape[0], layout.feature_length(k)), np.int32)
+           for k in layout.feature_keys}
+    for n in np.unique(lengths):
+        rows = np.flatnonzero(lengths == n)
+        features = layout.batch_objective_fn(chunks[rows, :n], seeds[rows])
+        for key, values in features.items():
+            if values.shape[1] > out[key].shape[1]:
+                raise ValueError(
+                    f"{layout.objective}: {n} tokens give {key} of length {values.shape[1]}, "
+                    f"more than its rows' {out[key].shape[1]}"
+                )
+            out[key][rows, : values.shape[1]] = values
+    return out

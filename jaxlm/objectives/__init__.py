@@ -20,10 +20,11 @@ decoder_input_tokens is the target stream shifted right by one with 0 as the sta
 are NOT padded: their lengths follow the input length (and, for span corruption / UL2, the noise
 arithmetic); the data pipeline pads or packs them to the model's lengths.
 
-Randomness comes only from `np.random.default_rng` seeded inside each call from (stream, seed), so
-an example is a pure function of its tokens and seed: identical in numpy, in tf.data
-(`tf_objective_fn`), across hosts and after a restart. Nothing here imports jax or tensorflow at
-module level.
+Randomness comes only from (stream, example seed): `np.random.default_rng` seeded inside each
+call, or counter-based keys where an objective also runs on a whole batch (`get_batch_objective`),
+so an example is a pure function of its tokens and seed: identical in numpy, in tf.data
+(`tf_objective_fn`), alone or in a batch, across hosts and after a restart. Nothing here imports
+jax or tensorflow at module level.
 """
 
 from jaxlm.conventions import EOS_ID, NUM_SENTINELS, PAD_ID, UNK_ID
@@ -38,13 +39,15 @@ from jaxlm.objectives.bart import (
 from jaxlm.objectives.common import Features, shift_right
 from jaxlm.objectives.denoising import (
     random_spans_noise_mask,
+    random_spans_noise_masks,
     span_corruption,
+    span_corruption_batch,
     span_corruption_lengths,
     span_corruption_max_lengths,
 )
 from jaxlm.objectives.deshuffle import deshuffle
 from jaxlm.objectives.hybrid import hybrid, hybrid_is_causal
-from jaxlm.objectives.lm import clm, prefix_lm, prefix_lm_encoder_decoder
+from jaxlm.objectives.lm import clm, clm_batch, prefix_lm, prefix_lm_encoder_decoder
 from jaxlm.objectives.masking import mlm, mlm_encoder_decoder
 from jaxlm.objectives.mixtures import (
     DEFAULT_UL2_DENOISERS,
@@ -64,6 +67,7 @@ from jaxlm.objectives.registry import (
     Form,
     families,
     form_name,
+    get_batch_objective,
     get_objective,
     model_defaults,
     objective_vocab_kwargs,
@@ -73,11 +77,12 @@ from jaxlm.objectives.registry import (
 __all__ = [
     "DEFAULT_UL2_DENOISERS", "Denoiser", "EOS_ID", "FAMILY_FORMS", "FORMS", "Features", "Form",
     "NATURAL_FAMILY", "NUM_SENTINELS", "OBJECTIVES", "OUTPUT_KEYS", "PACKINGS", "PAD_ID",
-    "UL2_MODES", "UNK_ID", "bart", "clm", "deshuffle", "documents", "families", "form_name",
-    "get_objective", "hybrid", "hybrid_is_causal", "infilling_spans", "mlm", "mlm_encoder_decoder",
-    "model_defaults", "nsp", "nsp_pair", "objective_vocab_kwargs", "poisson_span_lengths",
-    "prefix_lm", "prefix_lm_encoder_decoder", "random_spans_noise_mask", "sentence_ends",
-    "shift_right", "shuffle_sentences", "span_corruption", "span_corruption_lengths",
+    "UL2_MODES", "UNK_ID", "bart", "clm", "clm_batch", "deshuffle", "documents", "families",
+    "form_name", "get_batch_objective", "get_objective", "hybrid", "hybrid_is_causal",
+    "infilling_spans", "mlm", "mlm_encoder_decoder", "model_defaults", "nsp", "nsp_pair",
+    "objective_vocab_kwargs", "poisson_span_lengths", "prefix_lm", "prefix_lm_encoder_decoder",
+    "random_spans_noise_mask", "random_spans_noise_masks", "sentence_ends", "shift_right",
+    "shuffle_sentences", "span_corruption", "span_corruption_batch", "span_corruption_lengths",
     "span_corruption_max_lengths", "split_sentences", "tf_objective_fn", "ul2",
     "ul2_choose_denoiser",
 ]

@@ -1,8 +1,9 @@
 """What every objective shares: argument checks, the random streams, the decoder features.
 
-Randomness comes only from `np.random.default_rng` seeded inside each call from (stream, seed), so
-an example is a pure function of its tokens and seed: identical in numpy, in tf.data, across hosts
-and after a restart.
+Randomness comes only from the example seed and a stream: `np.random.default_rng` seeded inside
+each call from (stream, seed), or counter-based keys (`mix_seeds(seed, stream, ...)`) where an
+objective runs on a whole batch at once. So an example is a pure function of its tokens and seed:
+identical in numpy, in tf.data, alone or in a batch, across hosts and after a restart.
 """
 
 from __future__ import annotations
@@ -33,6 +34,28 @@ STREAM_BART_RANDOM = 10
 STREAM_NSP_OTHER = 11  # the pipeline's draw of another document (jaxlm/data/negatives.py)
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
+def mix_seeds(*keys: Any) -> np.ndarray:
+    """splitmix64 chained over broadcast int keys -> int64 in [0, 2**63).
+
+    The pipeline seeds an example by (seed, process, epoch, document, piece) in greedy / none and
+    (seed, process, epoch, document, offset) of a chunk's first token in concat, so an example's
+    randomness depends only on where its tokens come from: the same after a restart. Objectives
+    that run on a batch draw counter-based keys with it: (example seed, stream, counter ...).
+    """
+    h = np.zeros((), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for k in keys:  # broadcast round by round: leading scalar keys cost scalar work
+            x = h ^ (np.asarray(k, dtype=np.int64).view(np.uint64) + _GOLDEN)
+            x = (x ^ (x >> np.uint64(30))) * _M1
+            x = (x ^ (x >> np.uint64(27))) * _M2
+            h = x ^ (x >> np.uint64(31))
+    return np.asarray(h >> np.uint64(1)).astype(np.int64)
+
+
 def rng(seed: int, stream: int) -> np.random.Generator:
     """The generator of `stream` for an example seed."""
     # Seeds may arrive as negative int64 from tf.data; map them onto uint64 instead of failing.
@@ -54,11 +77,14 @@ def i32(x: Any) -> np.ndarray:
 
 
 def shift_right(targets: np.ndarray, start_id: int = PAD_ID) -> np.ndarray:
-    """T5X autoregressive inputs: `targets` shifted right by one, `start_id` first."""
+    """T5X autoregressive inputs: `targets` shifted right by one along the last axis, `start_id`
+    first (each row of a batch [B, n] on its own)."""
     targets = i32(targets)
-    if targets.size == 0:
-        return targets.copy()
-    return np.concatenate([i32([start_id]), targets[:-1]])
+    out = np.empty_like(targets)
+    if targets.shape[-1]:
+        out[..., 0] = start_id
+        out[..., 1:] = targets[..., :-1]
+    return out
 
 
 def decoder_features(targets: np.ndarray) -> Features:

@@ -16,9 +16,8 @@ from jaxlm.objectives.common import (
     check_positive,
     check_sentinel_vocab,
     decoder_features,
-    i32,
+    mix_seeds,
     num_specials,
-    rng,
 )
 
 
@@ -56,54 +55,126 @@ def span_corruption_max_lengths(raw: int, density: float, mean: float) -> tuple[
     with the arithmetic of `random_spans_noise_mask`."""
     enc, dec = 2, 2  # a 1-token piece: [token, EOS] / [sentinel, EOS]
     for n in range(2, raw + 1):
-        noise = min(max(int(round(n * density)), 1), n - 1)
-        spans = min(max(int(round(noise / mean)), 1), noise, n - noise)
+        noise, spans = noise_span_counts(n, density, mean)
         enc, dec = max(enc, n - noise + spans + 1), max(dec, noise + spans + 1)
     return enc, dec
 
 
-def random_segmentation(gen: np.random.Generator, num_items: int, num_segments: int) -> np.ndarray:
-    """Uniformly random composition of num_items into num_segments positive parts."""
-    # Choosing the num_segments-1 cut points among the num_items-1 gaps uniformly makes every
-    # composition equally likely, which is what T5's shuffle-of-boundary-flags does.
-    cuts = np.sort(gen.choice(num_items - 1, size=num_segments - 1, replace=False)) + 1
-    return np.diff(np.concatenate([[0], cuts, [num_items]]))
+def random_cuts(keys: np.ndarray, count: int) -> np.ndarray:
+    """[B, count] sorted: per row, the (1-based) gaps of the `count` smallest keys [B, gaps].
+
+    With independent uniform keys every set of cuts is equally likely, so the parts between them
+    are a uniformly random composition (what T5's shuffle of boundary flags draws).
+    """
+    return np.sort(np.argsort(keys, axis=1, kind="stable")[:, :count], axis=1) + 1
 
 
-def random_spans_noise_mask(
-    length: int, *, seed: int, noise_density: float = 0.15, mean_noise_span_length: float = 3.0
+def noise_span_counts(
+    length: int, noise_density: float, mean_noise_span_length: float
+) -> tuple[int, int]:
+    """(noise tokens, noise spans) of a sequence of `length` (>= 2) tokens, as T5 counts them."""
+    num_noise = min(max(int(round(length * noise_density)), 1), length - 1)
+    num_spans = max(int(round(num_noise / mean_noise_span_length)), 1)
+    # Departure from T5 only where T5 breaks: a span count above either token count would need
+    # empty spans, so cap it (never reached with mean span >= 1 and density <= 0.5).
+    return num_noise, min(num_spans, num_noise, length - num_noise)
+
+
+def random_spans_noise_masks(
+    length: int,
+    seeds: np.ndarray,
+    *,
+    noise_density: float = 0.15,
+    mean_noise_span_length: float = 3.0,
 ) -> np.ndarray:
-    """T5's random_spans_noise_mask: bool [length], True on noise tokens.
+    """T5's random_spans_noise_mask for a batch of seeds: bool [B, length], True on noise.
 
     num_noise = round(length * noise_density) clipped to [1, length-1]; num_spans =
     max(1, round(num_noise / mean_noise_span_length)); noise and non-noise lengths are independent
     uniform compositions into num_spans parts, interleaved non-noise first, so the sequence always
     ends with a noise span (corrupted inputs end with a sentinel, targets start with one).
+    Row i is `random_spans_noise_mask(length, seed=seeds[i])`: its randomness is counter-based
+    keys `mix_seeds(seed, STREAM_SPANS << 40 | gap)` (noise gaps first, then non-noise ones), so
+    a row depends on its seed only, whatever batch it is drawn in.
     """
     check_open_unit("noise_density", noise_density)
     check_positive("mean_noise_span_length", mean_noise_span_length)
+    seeds = np.asarray(seeds, dtype=np.int64).reshape(-1, 1)
     orig_length = int(length)
     length = max(orig_length, 2)  # as T5: avoid degenerate cases, truncate at the end
-    num_noise = min(max(int(round(length * noise_density)), 1), length - 1)
-    num_nonnoise = length - num_noise
-    num_spans = max(int(round(num_noise / mean_noise_span_length)), 1)
-    # Departure from T5 only where T5 breaks: a span count above either token count would need
-    # empty spans, so cap it (never reached with mean span >= 1 and density <= 0.5).
-    num_spans = min(num_spans, num_noise, num_nonnoise)
-    gen = rng(seed, STREAM_SPANS)
-    noise_lengths = random_segmentation(gen, num_noise, num_spans)
-    nonnoise_lengths = random_segmentation(gen, num_nonnoise, num_spans)
-    interleaved = np.stack([nonnoise_lengths, noise_lengths], axis=1).reshape(-1)
-    is_noise = np.repeat(np.tile([False, True], num_spans), interleaved)
-    return is_noise[:orig_length]
+    num_noise, num_spans = noise_span_counts(length, noise_density, mean_noise_span_length)
+    # The stream in the counter's high bits: two hash rounds instead of three (this runs once
+    # per example where UL2 and greedy packing call it row by row).
+    keys = mix_seeds(seeds, np.arange(length - 2) + (STREAM_SPANS << 40))
+    noise_cuts = random_cuts(keys[:, : num_noise - 1], num_spans - 1)
+    nonnoise_cuts = random_cuts(keys[:, num_noise - 1 :], num_spans - 1)
+    # Noise span j (0-based) starts after j + 1 non-noise parts and j noise parts and ends
+    # after j + 1 of each: +1 / -1 there, and the running sum is the mask.
+    b = seeds.shape[0]
+    nonnoise_ends = np.empty((b, num_spans), np.int64)
+    nonnoise_ends[:, :-1], nonnoise_ends[:, -1] = nonnoise_cuts, length - num_noise
+    noise_edges = np.zeros((b, num_spans + 1), np.int64)
+    noise_edges[:, 1:-1], noise_edges[:, -1] = noise_cuts, num_noise
+    toggles = np.zeros((b, length + 1), np.int8)
+    rows = np.arange(b)[:, None]
+    toggles[rows, nonnoise_ends + noise_edges[:, :-1]] = 1
+    toggles[rows, nonnoise_ends + noise_edges[:, 1:]] = -1
+    return np.cumsum(toggles[:, :orig_length], axis=1, dtype=np.int8).astype(bool)
+
+
+def random_spans_noise_mask(
+    length: int, *, seed: int, noise_density: float = 0.15, mean_noise_span_length: float = 3.0
+) -> np.ndarray:
+    """T5's random_spans_noise_mask for one seed: bool [length] (see random_spans_noise_masks)."""
+    return random_spans_noise_masks(
+        length,
+        np.array([seed]),
+        noise_density=noise_density,
+        mean_noise_span_length=mean_noise_span_length,
+    )[0]
 
 
 def spans_to_sentinels(tokens: np.ndarray, mask: np.ndarray, vocab_size: int) -> np.ndarray:
-    """Replace each run of masked tokens by one sentinel, counting down from vocab_size - 1."""
-    prev = np.concatenate([[False], mask[:-1]])
+    """Replace each run of masked tokens by one sentinel, counting down from vocab_size - 1.
+
+    tokens / mask [..., n]; every row must have as many runs and masked tokens (true of the rows
+    of one noise-mask batch), so the rows stay equally long.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    prev = np.zeros_like(mask)
+    prev[..., 1:] = mask[..., :-1]
     first = mask & ~prev
-    sentinels = vocab_size - np.cumsum(first)
-    return np.where(first, sentinels, tokens)[~(mask & prev)].astype(np.int32)
+    out = np.where(first, vocab_size - np.cumsum(first, axis=-1), tokens)[~(mask & prev)]
+    return out.reshape(*mask.shape[:-1], -1).astype(np.int32)
+
+
+def span_corruption_batch(
+    tokens: np.ndarray,
+    seeds: np.ndarray,
+    *,
+    vocab_size: int,
+    noise_density: float = 0.15,
+    mean_noise_span_length: float = 3.0,
+    eos_id: int = EOS_ID,
+) -> Features:
+    """`span_corruption` of equally long rows tokens [B, n], row i seeded by seeds[i]: features
+    [B, ...], row i identical to `span_corruption(tokens[i], seed=seeds[i])`."""
+    check_sentinel_vocab(vocab_size, num_specials(eos_id))
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 2 or (tokens.size and not np.issubdtype(tokens.dtype, np.integer)):
+        raise ValueError(f"tokens must be a 2-D integer array, got {tokens.dtype} {tokens.shape}")
+    mask = random_spans_noise_masks(
+        tokens.shape[1],
+        seeds,
+        noise_density=noise_density,
+        mean_noise_span_length=mean_noise_span_length,
+    )
+    if mask.shape[0] != tokens.shape[0]:
+        raise ValueError(f"{mask.shape[0]} seeds for {tokens.shape[0]} rows of tokens")
+    eos = np.full((tokens.shape[0], 1), eos_id, np.int32)
+    inputs = np.concatenate([spans_to_sentinels(tokens, mask, int(vocab_size)), eos], axis=1)
+    targets = np.concatenate([spans_to_sentinels(tokens, ~mask, int(vocab_size)), eos], axis=1)
+    return {"encoder_input_tokens": inputs, **decoder_features(targets)}
 
 
 def span_corruption(
@@ -122,20 +193,15 @@ def span_corruption(
     with more than NUM_SENTINELS spans the ids keep counting down into the vocabulary, as in T5.
     568 raw tokens -> 512 inputs, 114 targets (see span_corruption_lengths).
     """
-    check_open_unit("noise_density", noise_density)
-    check_positive("mean_noise_span_length", mean_noise_span_length)
-    check_sentinel_vocab(vocab_size, num_specials(eos_id))
-    tokens = as_tokens(tokens)
-    mask = random_spans_noise_mask(
-        tokens.size,
-        seed=seed,
+    out = span_corruption_batch(
+        as_tokens(tokens)[None],
+        (seed,),
+        vocab_size=vocab_size,
         noise_density=noise_density,
         mean_noise_span_length=mean_noise_span_length,
+        eos_id=eos_id,
     )
-    eos = i32([eos_id])
-    inputs = np.concatenate([spans_to_sentinels(tokens, mask, int(vocab_size)), eos])
-    targets = np.concatenate([spans_to_sentinels(tokens, ~mask, int(vocab_size)), eos])
-    return {"encoder_input_tokens": inputs, **decoder_features(targets)}
+    return {k: v[0] for k, v in out.items()}
 
 
 def span_corruption_vocab_kwargs(vocab: Any) -> dict[str, Any]:

@@ -13,6 +13,12 @@ def clm(tokens: np.ndarray) -> Features:
     return decoder_features(as_tokens(tokens))
 
 
+def clm_batch(tokens: np.ndarray, seeds: np.ndarray) -> Features:
+    """`clm` of equally long rows tokens [B, n] (seeds unused): features [B, n]."""
+    del seeds
+    return decoder_features(np.asarray(tokens))
+
+
 def prefix_split(length: int, seed: int) -> int:
     """The prefix length of a sequence: uniform on [1, length-1] (0 below 2 tokens)."""
     # T5's random_prefix_noise_mask at density 0.5; sequences shorter than 2 get an empty prefix

@@ -50,6 +50,9 @@ class Form:
     other_documents: the function takes `others`, documents that are not its own first
       document (NSP's NotNext segments; the pipeline draws one per example,
       jaxlm/data/negatives.py).
+    batch_fn: the same function on a batch of equally long rows, `(tokens [B, n], seeds [B],
+      **kwargs) -> features [B, ...]`, row i identical to `fn(tokens[i], seed=seeds[i])`; the
+      concat pipeline calls it once per batch instead of `fn` once per row.
     """
 
     fn: Callable[..., Features]
@@ -61,6 +64,7 @@ class Form:
     vocab_kwargs: Callable[[Any], dict[str, Any]]
     model: tuple[tuple[str, Any], ...] = ()
     other_documents: bool = False
+    batch_fn: Callable[..., Features] | None = None
 
 
 _DECODER = ("decoder_target_tokens", "decoder_input_tokens", "decoder_loss_weights")
@@ -70,14 +74,15 @@ _ENC_DEC = ("encoder_input_tokens", *_DECODER)
 FORMS: dict[str, Form] = {
     "clm": Form(
         fn=lm.clm, family="decoder", features=_DECODER, lengths=same_lengths("decoder"),
-        packing="concat", adds_eos=False, vocab_kwargs=no_vocab_kwargs),
+        packing="concat", adds_eos=False, vocab_kwargs=no_vocab_kwargs, batch_fn=lm.clm_batch),
     "mlm": Form(
         fn=masking.mlm, family="encoder", features=_ENCODER, lengths=same_lengths("encoder"),
         packing="concat", adds_eos=False, vocab_kwargs=masking.mlm_vocab_kwargs),
     "span_corruption": Form(
         fn=denoising.span_corruption, family="encoder_decoder", features=_ENC_DEC,
         lengths=denoising.span_corruption_stream_lengths, packing="concat", adds_eos=True,
-        vocab_kwargs=denoising.span_corruption_vocab_kwargs),
+        vocab_kwargs=denoising.span_corruption_vocab_kwargs,
+        batch_fn=denoising.span_corruption_batch),
     "prefix_lm": Form(
         fn=lm.prefix_lm, family="decoder", features=(*_DECODER, "decoder_causal_attention"),
         lengths=same_lengths("decoder"), packing="greedy", adds_eos=False,
@@ -182,6 +187,21 @@ def get_objective(name: str, **kwargs: Any) -> Callable[..., Features]:
         bound(np.zeros(0, np.int32), 0)
     except TypeError as e:
         raise ValueError(f"objective {name!r}: {e}") from None
+    return bound
+
+
+def get_batch_objective(name: str, **kwargs: Any) -> Callable[..., Features] | None:
+    """`fn(tokens [B, n], seeds [B]) -> features [B, ...]` with `kwargs` bound, for forms that
+    run on a batch (`Form.batch_fn`); None for the others. Check kwargs with `get_objective`."""
+    if name not in FORMS:
+        raise ValueError(f"unknown objective {name!r}; valid names: {sorted(FORMS)}")
+    batch_fn = FORMS[name].batch_fn
+    if batch_fn is None:
+        return None
+
+    def bound(tokens: np.ndarray, seeds: np.ndarray) -> Features:
+        return batch_fn(tokens, seeds, **kwargs)
+
     return bound
 
 

@@ -182,3 +182,40 @@ def test_vocabulary_kwargs_per_form():
     assert O.objective_vocab_kwargs("deshuffle", byte) == {"eos_id": 1}
     for name in O.FORMS:  # every form binds with only its vocabulary kwargs
         O.get_objective(name, **O.objective_vocab_kwargs(name, byte))
+
+
+@pytest.mark.parametrize("name", [n for n, f in O.FORMS.items() if f.batch_fn is not None])
+def test_batch_forms_equal_the_row_function(name):
+    """A batch form's row i is the row function on tokens[i] with seeds[i], for every length
+    (the degenerate 0-2 too) and whatever the other rows of the batch are."""
+    assert O.get_batch_objective("mlm", **_KWARGS["mlm"]) is None  # a row-only form
+    rng = np.random.default_rng(0)
+    fn = O.get_objective(name, **_KWARGS[name])
+    batch_fn = O.get_batch_objective(name, **_KWARGS[name])
+    for n in (0, 1, 2, 3, 7, 70, 141, 568):
+        tokens = rng.integers(10, 900, size=(6, n)).astype(np.int32)
+        seeds = rng.integers(-(2**63), 2**63 - 1, size=6, dtype=np.int64)
+        out = batch_fn(tokens, seeds)
+        assert tuple(sorted(out)) == tuple(sorted(O.OUTPUT_KEYS[name]))
+        again = batch_fn(tokens[::-1], seeds[::-1])  # row order / neighbours do not matter
+        for i in range(6):
+            for k, v in fn(tokens[i], int(seeds[i])).items():
+                np.testing.assert_array_equal(out[k][i], v)
+                np.testing.assert_array_equal(again[k][5 - i], v)
+        assert all(v.dtype == np.int32 and v.shape[0] == 6 for v in out.values())
+
+
+def test_span_corruption_batch_other_rates_and_bad_input():
+    tokens = np.arange(10, 10 + 4 * 200, dtype=np.int32).reshape(4, 200)
+    seeds = np.array([0, 1, 2, 3])
+    for density, mean in ((0.5, 8.0), (0.15, 64.0), (0.3, 1.0)):
+        kw = dict(vocab_size=VOCAB, noise_density=density, mean_noise_span_length=mean)
+        out = O.span_corruption_batch(tokens, seeds, **kw)
+        for i in range(4):
+            want = O.span_corruption(tokens[i], seed=int(seeds[i]), **kw)
+            for k in want:
+                np.testing.assert_array_equal(out[k][i], want[k])
+    with pytest.raises(ValueError, match="2 seeds for 4 rows"):
+        O.span_corruption_batch(tokens, seeds[:2], vocab_size=VOCAB)
+    with pytest.raises(ValueError, match="2-D"):
+        O.span_corruption_batch(tokens[0], seeds[:1], vocab_size=VOCAB)
