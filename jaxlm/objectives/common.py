@@ -56,6 +56,11 @@ def mix_seeds(*keys: Any) -> np.ndarray:
     return np.asarray(h >> np.uint64(1)).astype(np.int64)
 
 
+def seed_array(seed: int) -> np.ndarray:
+    """[1] int64 of one example seed, any Python int taken mod 2**64 (as `rng` takes it)."""
+    return np.array([int(seed) % (1 << 64)], dtype=np.uint64).view(np.int64)
+
+
 def rng(seed: int, stream: int) -> np.random.Generator:
     """The generator of `stream` for an example seed."""
     # Seeds may arrive as negative int64 from tf.data; map them onto uint64 instead of failing.

@@ -18,6 +18,7 @@ from jaxlm.objectives.common import (
     decoder_features,
     mix_seeds,
     num_specials,
+    seed_array,
 )
 
 
@@ -128,7 +129,7 @@ def random_spans_noise_mask(
     """T5's random_spans_noise_mask for one seed: bool [length] (see random_spans_noise_masks)."""
     return random_spans_noise_masks(
         length,
-        np.array([seed]),
+        seed_array(seed),
         noise_density=noise_density,
         mean_noise_span_length=mean_noise_span_length,
     )[0]
@@ -195,7 +196,7 @@ def span_corruption(
     """
     out = span_corruption_batch(
         as_tokens(tokens)[None],
-        (seed,),
+        seed_array(seed),
         vocab_size=vocab_size,
         noise_density=noise_density,
         mean_noise_span_length=mean_noise_span_length,

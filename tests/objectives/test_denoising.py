@@ -54,6 +54,12 @@ def test_span_corruption_deterministic_per_seed():
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
     assert not np.array_equal(a["encoder_input_tokens"], c["encoder_input_tokens"])
+    # Any int seed, taken mod 2**64: tf.data's negative int64 seeds and their uint64 twins agree.
+    for seed in (-1, -(2**63)):
+        np.testing.assert_array_equal(
+            O.random_spans_noise_mask(568, seed=seed),
+            O.random_spans_noise_mask(568, seed=seed + 2**64),
+        )
 
 
 def test_span_corruption_reconstructs_other_rates_and_short_inputs():
