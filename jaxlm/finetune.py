@@ -30,10 +30,10 @@ picking it would use the eval split for model selection (the offline task has no
 split). `best_accuracy` is kept in the result for diagnosis only.
 
 Devices: the batch is split over a data-parallel mesh of every device jax sees; pass `mesh` to use
-others. Training runs on jaxlm.train's core (`create_train_state`, the donated `jit_train_step`)
-with `classification_loss` plugged in; the steps are cached per (model, head, batch shape,
-optimizer, mesh), so several seeds or checkpoints compile once. Runs are deterministic for a seed:
-init, batch order and dropout all derive from it.
+others. Training runs on jaxlm.train's core (`state_initializer`, the donated `jit_train_step`)
+with `classification_loss` plugged in; the init and the steps are cached per (model, head, batch
+shape, optimizer, mesh), so several seeds or checkpoints compile once. Runs are deterministic for
+a seed: init, batch order and dropout all derive from it.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ from jaxlm.models.layers import DenseGeneral, constrain
 from jaxlm.models.transformer import FAMILY_MODULES, decoder_valid, encoder_valid
 from jaxlm.losses import token_loss, weighted_sums
 from jaxlm.optim import OptimConfig, make_optimizer
-from jaxlm.train import (LossFn, TrainState, batch_rows_sharding, create_train_state,
-                         jit_train_step)
+from jaxlm.train import (LossFn, TrainState, batch_rows_sharding, jit_train_step,
+                         state_initializer)
 
 Array = jax.Array
 
@@ -136,8 +136,8 @@ def classification_loss(model: Classifier) -> LossFn:
 
 class ClassifierSteps:
     """A classifier's state creation and its jitted train / eval steps on a mesh, all from
-    jaxlm.train: the sharded init of `create_train_state` and the donated `jit_train_step`,
-    with `classification_loss` plugged in. The steps are jitted on the first `init`."""
+    jaxlm.train: the sharded init of `state_initializer` and the donated `jit_train_step`,
+    with `classification_loss` plugged in. The init and the steps compile on the first `init`."""
 
     def __init__(self, cfg: ModelConfig, num_classes: int, pooling: str, optim_cfg: OptimConfig,
                  mesh: Mesh, batch_size: int, seq_len: int,
@@ -147,11 +147,15 @@ class ClassifierSteps:
         self.example = {k: jnp.zeros(v.shape, v.dtype) for k, v in classifier_batch(
             cfg.family, np.zeros((batch_size, seq_len), np.int32)).items()}
         self.jitted: tuple[Callable, Callable] | None = None
+        self.initializer: tuple[Callable[[int], TrainState], Any] | None = None
 
     def init(self, seed: int, pretrained: Any | None = None) -> TrainState:
         """A fresh state (head and, without `pretrained`, backbone initialised from `seed`)."""
-        state, shardings = create_train_state(self.model, make_optimizer(self.optim_cfg), seed,
-                                              self.example, self.mesh, self.rules)
+        if self.initializer is None:  # compiled once: every k-shot subset starts a state
+            self.initializer = state_initializer(self.model, make_optimizer(self.optim_cfg),
+                                                 self.example, self.mesh, self.rules)
+        make_state, shardings = self.initializer
+        state = make_state(seed)
         if self.jitted is None:
             loss_fn = classification_loss(self.model)
             self.jitted = (jit_train_step(self.model, self.optim_cfg, shardings, self.mesh,

@@ -247,14 +247,20 @@ def activate(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Iterator[None]:
         yield
 
 
-def init_sharded(init_fn: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> tuple[Any, Any]:
-    """Runs `init_fn()` (returning a boxed tree) jitted straight into its shardings.
+def sharded_initializer(init_fn: Any, example_key: Any, mesh: Mesh,
+                        rules: Rules = DEFAULT_RULES) -> tuple[Any, Any]:
+    """`init_fn(key)` (returning a boxed tree) jitted straight into its shardings, once: returns
+    (key -> unboxed sharded tree, its shardings). Every later key reuses the compiled program.
 
     The abstract shapes come from jax.eval_shape, so no host ever holds the full unsharded tree.
-    Returns (unboxed sharded tree, its shardings).
     """
     with activate(mesh, rules):
-        abstract = jax.eval_shape(init_fn)
-        shardings = tree_shardings(abstract, mesh, rules)
-        tree = jax.jit(lambda: nn.meta.unbox(init_fn()), out_shardings=shardings)()
-    return tree, shardings
+        shardings = tree_shardings(jax.eval_shape(init_fn, example_key), mesh, rules)
+        jitted = jax.jit(lambda key: nn.meta.unbox(init_fn(key)), out_shardings=shardings)
+
+    def init(key: Any) -> Any:
+        with activate(mesh, rules):
+            return jitted(key)
+
+    return init, shardings
+

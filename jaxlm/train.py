@@ -34,25 +34,37 @@ class TrainState:
     rng: Array
 
 
-def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation, seed: int,
-                       example_batch: Batch, mesh: Mesh,
-                       rules: sharding.Rules = sharding.DEFAULT_RULES) -> tuple[TrainState, Any]:
-    """A train state initialised straight into its shardings; returns (state, state_shardings).
+def state_initializer(model: nn.Module, optimizer: optax.GradientTransformation,
+                      example_batch: Batch, mesh: Mesh,
+                      rules: sharding.Rules = sharding.DEFAULT_RULES,
+                      ) -> tuple[Callable[[int], TrainState], Any]:
+    """(seed -> a train state initialised straight into its shardings, the state shardings),
+    compiled once: callers that start many states of one set-up (fine-tuning, one per k-shot
+    subset) pay for one compile.
 
     The optimizer state is built from the unboxed params (Adafactor's factored moments have
     fewer dimensions than their parameter's logical axes); sharding.optimizer_state_axes then
     gives each moment the axes of its parameter that it keeps, so it shards the same way.
     """
-    init_key, dropout_key = jax.random.split(jax.random.key(seed))
-
-    def init() -> TrainState:
+    def init(key: Array) -> TrainState:
+        init_key, dropout_key = jax.random.split(key)
         params = init_params(model, init_key, example_batch)
         opt_state = optimizer.init(sharding.unbox_values(params))
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                           opt_state=sharding.optimizer_state_axes(opt_state, params),
                           rng=jax.random.key_data(dropout_key))
 
-    return sharding.init_sharded(init, mesh, rules)
+    init_sharded, shardings = sharding.sharded_initializer(init, jax.random.key(0), mesh, rules)
+    return (lambda seed: init_sharded(jax.random.key(seed))), shardings
+
+
+def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation, seed: int,
+                       example_batch: Batch, mesh: Mesh,
+                       rules: sharding.Rules = sharding.DEFAULT_RULES) -> tuple[TrainState, Any]:
+    """A train state initialised straight into its shardings; returns (state, state_shardings).
+    See `state_initializer`."""
+    init, shardings = state_initializer(model, optimizer, example_batch, mesh, rules)
+    return init(seed), shardings
 
 
 def _wide(dtype: Any) -> Any:

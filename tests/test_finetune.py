@@ -120,6 +120,19 @@ def test_the_shared_step_trains_the_classifier_like_a_direct_optax_update():
     assert state.params["classifier"]["kernel"].sharding.mesh.size == 8
 
 
+def test_states_of_one_set_up_come_from_one_compiled_initializer():
+    """Every k-shot subset starts a fresh state: the set-up's init compiles once, a seed gives
+    the same state every time and another seed another one."""
+    mesh = sharding.make_mesh(-1, 1, 1)
+    steps = classifier_steps(tiny("decoder"), 3, "last", OptimConfig(), mesh, 8, 12)
+    first = jax.device_get(steps.init(0).params)
+    initializer = steps.initializer
+    other, again = (jax.device_get(steps.init(s).params) for s in (1, 0))
+    assert steps.initializer is initializer
+    jax.tree.map(np.testing.assert_array_equal, again, first)
+    assert not np.array_equal(other["classifier"]["kernel"], first["classifier"]["kernel"])
+
+
 @pytest.mark.parametrize("placed", ["like_the_backbone", "on_one_device"])
 def test_fine_tuning_never_donates_the_callers_params(placed):
     """The train step donates its state. Pretrained params (a comparison arm's, or a baseline's

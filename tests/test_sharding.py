@@ -44,10 +44,13 @@ def test_forward_on_a_2x2x2_mesh_equals_one_device(family):
     expected = logits(model, params, batch)
 
     mesh = sharding.make_mesh(2, 2, 2)
-    sharded, shardings = sharding.init_sharded(
-        lambda: init_params(model, jax.random.key(0), batch), mesh)
+    init, shardings = sharding.sharded_initializer(
+        lambda key: init_params(model, key, batch), jax.random.key(0), mesh)
+    sharded = init(jax.random.key(0))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), sharded,
                  params)  # the same init, computed straight into its shardings
+    other = init(jax.random.key(1))  # the compiled initializer, another key: another init
+    assert not np.allclose(other["token_embed"]["embedding"], sharded["token_embed"]["embedding"])
     with sharding.activate(mesh):
         batch_on_mesh = jax.device_put(batch, sharding.batch_sharding(mesh))
         out = jax.jit(lambda p, b: model.apply({"params": p}, b))(sharded, batch_on_mesh)
