@@ -29,20 +29,21 @@ vs FLOPs, each accuracy with its interval), and each arm's metrics.jsonl, evalua
 checkpoint (`jaxlm.checkpoint.load_run(WORKDIR/seed_0/clm-decoder)`). Rerunning on the same
 workdir skips the finished arms.
 
-Expected runtime: 15 min 38 s on 2 shared cores (5 arms + 3 baselines, one seed; 16 min 58 s and
-17 min 55 s in two more runs, as the shared machine's speed varied): 155-187 s per arm,
-pretraining and evaluation (764 steps of 16 x 128 tokens on the decoder and encoder), 26-39 s per
-no-pretraining baseline. MFU against the best float32 matmul peak timed in the process: CLM 0.38,
-prefix LM 0.35, MLM 0.34, UL2 0.32, span corruption 0.28 in that run (0.22-0.38 across the three
-runs; README.md has them).
+Expected runtime: 18 min 9 s on 2 shared cores (5 arms + 3 baselines, one seed; 20 min 13 s in a
+run of the code before fine-tuning compiled its init once per model, while the shared machine ran
+~1.5x slower): 162-249 s per arm, pretraining and evaluation (764 steps of 16 x 128 tokens on the
+decoder and encoder), 21-35 s per no-pretraining baseline. MFU against the best float32 matmul
+peak timed in the process: MLM 0.31, prefix LM 0.30, UL2 0.29, CLM 0.27, span corruption 0.26 in
+that run (0.22-0.37 across the two runs; the machine's speed moves every arm; README.md has them).
 
 What to expect (README.md has the table): the frozen-feature probe (k = 16) beats the random init
 significantly for CLM (0.237, gain +0.074 [+0.058, +0.089]), prefix LM (0.222, +0.059) and MLM
-(0.212, +0.022), and falls below it for the encoder-decoder denoisers' encoders (UL2 0.168, span
-corruption 0.140); probe intervals are 2-3 points wide. Zero-shot minimal pairs: CLM 0.857,
-prefix LM 0.818, MLM 0.746, UL2 0.578, span corruption 0.570 against ~0.5 at random init.
-Low-data fine-tuning leaves every pretrained arm below its random init (0.10-0.20 against
-0.30-0.40).
+(0.212, +0.022), and falls below it for the encoder-decoder denoisers' encoders (span corruption
+0.161, UL2 0.144); probe intervals are 2-3 points wide. Zero-shot minimal pairs: CLM 0.857,
+prefix LM 0.818, MLM 0.746, UL2 0.572, span corruption 0.545 against ~0.5 at random init.
+Low-data fine-tuning leaves every pretrained arm below its random init (0.09-0.20 against
+0.30-0.40). One seed: the order of the two encoder-decoder arms flipped when span corruption's
+noise spans were redrawn from the same distribution (README.md).
 """
 
 from __future__ import annotations
