@@ -263,4 +263,3 @@ def sharded_initializer(init_fn: Any, example_key: Any, mesh: Mesh,
             return jitted(key)
 
     return init, shardings
-
