@@ -1,8 +1,8 @@
 """What every objective shares: argument checks, the random streams, the decoder features.
 
 Randomness comes only from the example seed and a stream: `np.random.default_rng` seeded inside
-each call from (stream, seed), or counter-based keys (`mix_seeds(seed, stream, ...)`) where an
-objective runs on a whole batch at once. So an example is a pure function of its tokens and seed:
+each call from (stream, seed), or counter-based keys (`mix_seeds(seed, stream << 40 | counter)`)
+where an objective also runs on a whole batch at once. So an example is a pure function of its tokens and seed:
 identical in numpy, in tf.data, alone or in a batch, across hosts and after a restart.
 """
 
@@ -44,7 +44,7 @@ def mix_seeds(*keys: Any) -> np.ndarray:
     The pipeline seeds an example by (seed, process, epoch, document, piece) in greedy / none and
     (seed, process, epoch, document, offset) of a chunk's first token in concat, so an example's
     randomness depends only on where its tokens come from: the same after a restart. Objectives
-    that run on a batch draw counter-based keys with it: (example seed, stream, counter ...).
+    that run on a batch draw counter-based keys with it: (example seed, stream << 40 | counter).
     """
     h = np.zeros((), dtype=np.uint64)
     with np.errstate(over="ignore"):
