@@ -29,12 +29,12 @@ vs FLOPs, each accuracy with its interval), and each arm's metrics.jsonl, evalua
 checkpoint (`jaxlm.checkpoint.load_run(WORKDIR/seed_0/clm-decoder)`). Rerunning on the same
 workdir skips the finished arms.
 
-Expected runtime: 18 min 9 s on 2 shared cores (5 arms + 3 baselines, one seed; 20 min 13 s in a
-run of the code before fine-tuning compiled its init once per model, while the shared machine ran
-~1.5x slower): 162-249 s per arm, pretraining and evaluation (764 steps of 16 x 128 tokens on the
-decoder and encoder), 21-35 s per no-pretraining baseline. MFU against the best float32 matmul
-peak timed in the process: MLM 0.31, prefix LM 0.30, UL2 0.29, CLM 0.27, span corruption 0.26 in
-that run (0.22-0.37 across the two runs; the machine's speed moves every arm; README.md has them).
+Expected runtime: 16 min 28 s on 2 shared cores (5 arms + 3 baselines, one seed; 18 min 9 s and
+20 min 13 s in two earlier runs, as the shared machine's speed varied): 148-198 s per arm,
+pretraining and evaluation (764 steps of 16 x 128 tokens on the decoder and encoder), 21-33 s per
+no-pretraining baseline. MFU against the best float32 matmul peak timed in the process: CLM 0.38,
+MLM 0.32, prefix LM 0.32, UL2 0.31, span corruption 0.28 in that run (0.22-0.38 across the three
+runs; the machine's speed moves every arm; README.md has them).
 
 What to expect (README.md has the table): the frozen-feature probe (k = 16) beats the random init
 significantly for CLM (0.237, gain +0.074 [+0.058, +0.089]), prefix LM (0.222, +0.059) and MLM
