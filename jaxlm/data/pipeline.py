@@ -28,8 +28,9 @@ Stages (all inside tf.data; host-local, deterministic):
    pack one window at a time (first-fit, with segment ids and positions). Either way one
    `numpy_function` call handles a whole window or batch: the numpy objectives of
    jaxlm/objectives/, bit-identical to `tf_objective_fn` for the same seed, with the per-example
-   seeds of `packing.mix_seeds`. Lengths per objective: the table in layout.py. NSP also reads
-   one random document of the split per example, by its seed (negatives.py: its NotNext text).
+   seeds of `objectives.common.mix_seeds` (CLM and span corruption on the whole batch at once:
+   `Form.batch_fn`). Lengths per objective: the table in layout.py. NSP also reads one random
+   document of the split per example, by its seed (negatives.py: its NotNext text).
 5. Batch of global_batch // process_count rows (padding-free for concat CLM and span corruption),
    prefetch.
 

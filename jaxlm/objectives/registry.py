@@ -168,12 +168,16 @@ def objective_vocab_kwargs(name: str, vocab: Any) -> dict[str, Any]:
     return FORMS[name].vocab_kwargs(vocab)
 
 
+def _form(name: str) -> Form:
+    if name not in FORMS:
+        raise ValueError(f"unknown objective {name!r}; valid names: {sorted(FORMS)}")
+    return FORMS[name]
+
+
 def get_objective(name: str, **kwargs: Any) -> Callable[..., Features]:
     """`fn(tokens, seed) -> features` with `kwargs` bound; arguments are checked here, eagerly.
     A form with `other_documents` also takes `fn(tokens, seed, others=[...])`."""
-    if name not in FORMS:
-        raise ValueError(f"unknown objective {name!r}; valid names: {sorted(FORMS)}")
-    fn = FORMS[name].fn
+    fn = _form(name).fn
     seeded = "seed" in inspect.signature(fn).parameters
     if "seed" in kwargs or "tokens" in kwargs:
         raise ValueError(f"objective {name!r}: tokens and seed are call arguments, not kwargs")
@@ -193,9 +197,7 @@ def get_objective(name: str, **kwargs: Any) -> Callable[..., Features]:
 def get_batch_objective(name: str, **kwargs: Any) -> Callable[..., Features] | None:
     """`fn(tokens [B, n], seeds [B]) -> features [B, ...]` with `kwargs` bound, for forms that
     run on a batch (`Form.batch_fn`); None for the others. Check kwargs with `get_objective`."""
-    if name not in FORMS:
-        raise ValueError(f"unknown objective {name!r}; valid names: {sorted(FORMS)}")
-    batch_fn = FORMS[name].batch_fn
+    batch_fn = _form(name).batch_fn
     if batch_fn is None:
         return None
 
