@@ -222,11 +222,12 @@ class MultiHeadAttention(nn.Module):
 
     @nn.compact
     def __call__(self, inputs_q: Array, inputs_kv: Array | None, mask: Array | None,
-                 bias: Array | None = None, query_positions: Array | None = None,
-                 key_positions: Array | None = None, *, deterministic: bool = True,
-                 decode: bool = False, decode_index: Array | None = None,
-                 segment_ids: Array | None = None) -> Array:
-        """`segment_ids` [B, L]: self-attention's mask as kernel_segment_ids, for splash;
+                 bias: Array | None = None, rotary: tuple[Array, Array] | None = None, *,
+                 deterministic: bool = True, decode: bool = False,
+                 decode_index: Array | None = None, segment_ids: Array | None = None) -> Array:
+        """`rotary`: the (sin, cos) of positions.rotary_angles, rotating self-attention's
+        queries and keys (None: no rotary positions).
+        `segment_ids` [B, L]: self-attention's mask as kernel_segment_ids, for splash;
         None where the mask is anything else (prefix-LM, cross-attention, decoding). Splash
         never runs for cross-attention or decoding, even when configured."""
         cfg = self.cfg
@@ -242,9 +243,8 @@ class MultiHeadAttention(nn.Module):
         else:
             source = inputs_q if inputs_kv is None else inputs_kv
             key, value = kv_proj("key")(source), kv_proj("value")(source)
-            if cfg.position == "rotary" and not self.is_cross:
-                query = apply_rotary(query, query_positions, cfg.rotary_base)
-                key = apply_rotary(key, key_positions, cfg.rotary_base)
+            if rotary is not None and not self.is_cross:  # the queries' positions are the keys'
+                query, key = apply_rotary(query, rotary), apply_rotary(key, rotary)
             if decode:
                 key, value = self._update_cache(key, value, decode_index)
 

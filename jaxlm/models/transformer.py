@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jaxlm.models import attention as attn
 from jaxlm.models.config import ModelConfig
 from jaxlm.models.layers import ACTIVATION_FNS, DenseGeneral, Embed, Kernel, Mlp, Norm, constrain
-from jaxlm.models.positions import RelativePositionBias, sinusoidal
+from jaxlm.models.positions import RelativePositionBias, rotary_angles, sinusoidal
 
 Array = jax.Array
 Batch = Mapping[str, Array]
@@ -39,8 +39,8 @@ class Block(nn.Module):
     causal: bool = False  # self-attention's mask is plain causal (+ padding / packing)
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array, bias: Array | None, positions: Array,
-                 encoded: Array | None, cross_mask: Array | None,
+    def __call__(self, x: Array, mask: Array, bias: Array | None,
+                 rotary: tuple[Array, Array] | None, encoded: Array | None, cross_mask: Array | None,
                  decode_index: Array | None, segment_ids: Array | None) -> tuple[Array, None]:
         cfg = self.cfg
 
@@ -52,9 +52,8 @@ class Block(nn.Module):
 
         kw = dict(deterministic=self.deterministic, decode=self.decode, decode_index=decode_index)
         x = residual("self_attention", lambda h: attn.MultiHeadAttention(
-            cfg, causal=self.causal, name="self_attention")(h, None, mask, bias, positions,
-                                                             positions, segment_ids=segment_ids,
-                                                             **kw), x)
+            cfg, causal=self.causal, name="self_attention")(h, None, mask, bias, rotary,
+                                                             segment_ids=segment_ids, **kw), x)
         if self.has_cross:
             x = residual("cross_attention", lambda h: attn.MultiHeadAttention(
                 cfg, is_cross=True, name="cross_attention")(h, encoded, cross_mask, **kw), x)
@@ -80,6 +79,7 @@ class Stack(nn.Module):
         cfg = self.cfg
         batch, length = tokens.shape
         decode_index = kernel_segments = None
+        explicit_positions = positions is not None or decode
         if decode:
             mask, positions, decode_index, q_pos, k_pos = self._decode_state(batch, length,
                                                                              positions)
@@ -106,6 +106,10 @@ class Stack(nn.Module):
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
         x = constrain(x, ACTIVATION_AXES)
 
+        rotary = None
+        if cfg.position == "rotary":
+            rotary = rotary_angles(positions if explicit_positions else None, length,
+                                   cfg.head_size, cfg.rotary_base)
         bias = None
         if cfg.position == "relative":
             bias = RelativePositionBias(cfg, bidirectional=not self.causal,
@@ -115,7 +119,7 @@ class Stack(nn.Module):
         if cfg.remat_policy != "none" and not decode:  # decoding has no backward pass
             block = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat_policy],
                              prevent_cse=not cfg.scan_layers)
-        args = (mask, bias, positions, encoded, cross_mask, decode_index, kernel_segments)
+        args = (mask, bias, rotary, encoded, cross_mask, decode_index, kernel_segments)
         block_kw = dict(cfg=cfg, has_cross=self.has_cross, deterministic=deterministic,
                         decode=decode, causal=self.causal and causal_attention is None)
         if cfg.scan_layers:

@@ -9,7 +9,8 @@ import pytest
 
 from jaxlm.models import attention as attn
 from jaxlm.models import init_decode_cache
-from jaxlm.models.positions import apply_rotary, relative_position_bucket
+from jaxlm.models import positions as positions_lib
+from jaxlm.models.positions import apply_rotary, relative_position_bucket, rotary_angles
 from jaxlm.sharding import activate, make_mesh
 
 from ._util import logits, make, random_batch, tiny
@@ -101,12 +102,23 @@ def test_rotary_dot_products_depend_only_on_relative_offset():
     q, k = x[:, :1], x[:, 1:]
 
     def score(pq, pk):
-        rq = apply_rotary(q, jnp.array([[pq]]), 10000.0)
-        rk = apply_rotary(k, jnp.array([[pk]]), 10000.0)
+        rq = apply_rotary(q, rotary_angles(jnp.array([[pq]]), 1, 16, 10000.0))
+        rk = apply_rotary(k, rotary_angles(jnp.array([[pk]]), 1, 16, 10000.0))
         return float(jnp.sum(rq * rk))
 
     assert score(5, 2) == pytest.approx(score(105, 102), rel=1e-4)
     assert score(5, 2) != pytest.approx(score(5, 4), rel=1e-3)
+
+
+def test_rotary_tables_of_implicit_positions_equal_the_angles_of_explicit_ones(monkeypatch):
+    explicit = rotary_angles(jnp.broadcast_to(jnp.arange(40), (3, 40)), 40, 16, 10000.0)
+    table = rotary_angles(None, 40, 16, 10000.0)  # numpy, at trace time
+    monkeypatch.setattr(positions_lib, "_MAX_CONSTANT_ANGLES", 0)
+    in_graph = rotary_angles(None, 40, 16, 10000.0)  # a long sequence's path
+    for got in (table, in_graph):
+        for g, e in zip(got, explicit):
+            assert g.shape == (1, 40, 1, 8) and e.shape == (3, 40, 1, 8)
+            np.testing.assert_allclose(np.broadcast_to(g, e.shape), e, atol=1e-5)
 
 
 def test_auto_attention_is_the_einsum_off_gpu_and_cudnn_needs_16_bit():
