@@ -29,21 +29,22 @@ vs FLOPs, each accuracy with its interval), and each arm's metrics.jsonl, evalua
 checkpoint (`jaxlm.checkpoint.load_run(WORKDIR/seed_0/clm-decoder)`). Rerunning on the same
 workdir skips the finished arms.
 
-Expected runtime: 16 min 28 s on 2 shared cores (5 arms + 3 baselines, one seed; 18 min 9 s and
-20 min 13 s in two earlier runs, as the shared machine's speed varied): 148-198 s per arm,
-pretraining and evaluation (764 steps of 16 x 128 tokens on the decoder and encoder), 21-33 s per
-no-pretraining baseline. MFU against the best float32 matmul peak timed in the process: CLM 0.38,
-MLM 0.32, prefix LM 0.32, UL2 0.31, span corruption 0.28 in that run (0.22-0.38 across the three
-runs; the machine's speed moves every arm; README.md has them).
+Expected runtime: 11 min 30 s on 2 shared cores while the machine was quiet (5 arms + 3
+baselines, one seed; the previous version took 16-20 min at busier times): 115-130 s per arm,
+pretraining (~100 s: 764 steps of 16 x 128 tokens on the decoder and encoder) and evaluation,
+14-22 s per no-pretraining baseline. MFU against the best float32 matmul peak timed in the
+process: CLM 0.42, MLM 0.40, prefix LM 0.40, span corruption 0.38, UL2 0.38 in that run; the
+machine's speed moves every arm (0.22-0.38 in the busier runs, span corruption 0.26-0.29;
+README.md has them).
 
 What to expect (README.md has the table): the frozen-feature probe (k = 16) beats the random init
-significantly for CLM (0.237, gain +0.074 [+0.058, +0.089]), prefix LM (0.222, +0.059) and MLM
-(0.212, +0.022), and falls below it for the encoder-decoder denoisers' encoders (span corruption
-0.161, UL2 0.144); probe intervals are 2-3 points wide. Zero-shot minimal pairs: CLM 0.857,
-prefix LM 0.818, MLM 0.746, UL2 0.572, span corruption 0.545 against ~0.5 at random init.
-Low-data fine-tuning leaves every pretrained arm below its random init (0.09-0.20 against
-0.30-0.40). One seed: the order of the two encoder-decoder arms flipped when span corruption's
-noise spans were redrawn from the same distribution (README.md).
+significantly for CLM (0.237, gain +0.074 [+0.058, +0.089]), prefix LM (0.221, +0.058) and MLM
+(0.216, +0.025), and falls below it for the encoder-decoder denoisers' encoders (UL2 0.162, span
+corruption 0.149); probe intervals are 2-3 points wide. Zero-shot minimal pairs: CLM 0.857,
+prefix LM 0.817, MLM 0.753, span corruption 0.563, UL2 0.547 against ~0.5 at random init.
+Low-data fine-tuning leaves every pretrained arm below its random init (0.09-0.21 against
+0.30-0.40). One seed: the order of the two encoder-decoder arms flipped twice under changes that
+left the science alone (README.md).
 """
 
 from __future__ import annotations
