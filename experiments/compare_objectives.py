@@ -33,9 +33,9 @@ Expected runtime: 11 min 30 s on 2 shared cores while the machine was quiet (5 a
 baselines, one seed; the previous version took 16-20 min at busier times): 115-130 s per arm,
 pretraining (~100 s: 764 steps of 16 x 128 tokens on the decoder and encoder) and evaluation,
 14-22 s per no-pretraining baseline. MFU against the best float32 matmul peak timed in the
-process: CLM 0.42, MLM 0.40, prefix LM 0.40, span corruption 0.38, UL2 0.38 in that run; the
-machine's speed moves every arm (0.22-0.38 in the busier runs, span corruption 0.26-0.29;
-README.md has them).
+process: CLM 0.42, MLM 0.40, prefix LM 0.40, span corruption 0.38, UL2 0.38 in that run
+(0.35-0.45 in a second); the machine's speed moves every arm (0.22-0.38 in the busier runs,
+span corruption 0.26-0.29; README.md has them).
 
 What to expect (README.md has the table): the frozen-feature probe (k = 16) beats the random init
 significantly for CLM (0.237, gain +0.074 [+0.058, +0.089]), prefix LM (0.221, +0.058) and MLM

@@ -40,8 +40,9 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, mask: Array, bias: Array | None,
-                 rotary: tuple[Array, Array] | None, encoded: Array | None, cross_mask: Array | None,
-                 decode_index: Array | None, segment_ids: Array | None) -> tuple[Array, None]:
+                 rotary: tuple[Array, Array] | None, encoded: Array | None,
+                 cross_mask: Array | None, decode_index: Array | None,
+                 segment_ids: Array | None) -> tuple[Array, None]:
         cfg = self.cfg
 
         def residual(name: str, fn, x: Array) -> Array:
