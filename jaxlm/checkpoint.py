@@ -176,6 +176,12 @@ def load_run(run_dir: str, step: int | None = None) -> LoadedRun:
 
     config = read_run_config(run_dir)
     if not config:
+        result = io.join(run_dir, "result.json")  # a comparison folder without a trainer run
+        if io.exists(result) and json.loads(io.read_text(result)).get("objective") == "none":
+            raise FileNotFoundError(
+                f"{run_dir!r} is a no-pretraining baseline of the objective comparison: nothing "
+                "was pretrained, so it has no checkpoint to load (its scores are in result.json "
+                "and evaluation.npz).")
         raise FileNotFoundError(f"{run_dir!r} has no config.json: not a jaxlm run directory.")
     model_config, params = load_pretrained(run_dir, step)
     fields = {f.name for f in dataclasses.fields(DataConfig)}

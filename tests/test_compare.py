@@ -115,6 +115,9 @@ def test_a_small_comparison_writes_its_report_and_resumes(tmp_path):
     hidden = run.model.apply({"params": run.params}, classifier_batch("decoder", tokens),
                              return_hidden=True)
     assert hidden.shape == (1, tokens.shape[1], 32) and np.all(np.isfinite(hidden))
+    # A baseline folder has scores but no pretrained model: load_run says so.
+    with pytest.raises(FileNotFoundError, match="no-pretraining baseline"):
+        load_run(os.path.join(workdir, "seed_0", "none-decoder"))
 
 
 def test_an_unknown_budget_is_refused(tmp_path):
