@@ -34,7 +34,7 @@ baselines, one seed; the previous version took 16-20 min at busier times): 115-1
 pretraining (~100 s: 764 steps of 16 x 128 tokens on the decoder and encoder) and evaluation,
 14-22 s per no-pretraining baseline. MFU against the best float32 matmul peak timed in the
 process: CLM 0.42, MLM 0.40, prefix LM 0.40, span corruption 0.38, UL2 0.38 in that run
-(0.35-0.45 in a second); the machine's speed moves every arm (0.22-0.38 in the busier runs,
+(0.33-0.45 in two more); the machine's speed moves every arm (0.22-0.38 in the busier runs,
 span corruption 0.26-0.29; README.md has them).
 
 What to expect (README.md has the table): the frozen-feature probe (k = 16) beats the random init
