@@ -2,8 +2,9 @@
 
 Randomness comes only from the example seed and a stream: `np.random.default_rng` seeded inside
 each call from (stream, seed), or counter-based keys (`mix_seeds(seed, stream << 40 | counter)`)
-where an objective also runs on a whole batch at once. So an example is a pure function of its tokens and seed:
-identical in numpy, in tf.data, alone or in a batch, across hosts and after a restart.
+where an objective also runs on a whole batch at once. So an example is a pure function of its
+tokens and seed: identical in numpy, in tf.data, alone or in a batch, across hosts and after a
+restart.
 """
 
 from __future__ import annotations
@@ -56,15 +57,19 @@ def mix_seeds(*keys: Any) -> np.ndarray:
     return np.asarray(h >> np.uint64(1)).astype(np.int64)
 
 
+def _unsigned(seed: int) -> int:
+    # Seeds may arrive as negative int64 from tf.data; map them onto uint64 instead of failing.
+    return int(seed) % (1 << 64)
+
+
 def seed_array(seed: int) -> np.ndarray:
     """[1] int64 of one example seed, any Python int taken mod 2**64 (as `rng` takes it)."""
-    return np.array([int(seed) % (1 << 64)], dtype=np.uint64).view(np.int64)
+    return np.array([_unsigned(seed)], dtype=np.uint64).view(np.int64)
 
 
 def rng(seed: int, stream: int) -> np.random.Generator:
     """The generator of `stream` for an example seed."""
-    # Seeds may arrive as negative int64 from tf.data; map them onto uint64 instead of failing.
-    return np.random.default_rng([stream, int(seed) % (1 << 64)])
+    return np.random.default_rng([stream, _unsigned(seed)])
 
 
 def as_tokens(tokens: Any) -> np.ndarray:
